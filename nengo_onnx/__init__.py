@@ -1,0 +1,8 @@
+"""nengo-onnx: compile Nengo networks to ONNX; run, train and export them."""
+
+from . import _ort  # noqa: F401  (quiet onnxruntime before anything else uses it)
+from .config import configure_settings
+from .simulator import Simulator
+
+__version__ = "0.1.0"
+__all__ = ["Simulator", "configure_settings", "__version__"]

@@ -1,0 +1,102 @@
+"""Emit an ONNX model for a block of operators unrolled over K steps.
+
+The model's inputs are the state of every base signal it reads or writes (named
+``state.<signal>``) and the per-step inputs (``[B, K, ...]``: input Nodes,
+time-only values, random numbers); its outputs are the new state
+(``state_out.<signal>``) and, for each probe, its value at the end of each step
+(``probe.<name>``, ``[B, K, *shape]``).
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .emit import emit
+from .emit.context import EmitContext
+from .onnx_graph import DEFAULT_OPSET, GraphBuilder
+from .signals import sanitize
+
+
+@dataclass
+class Block:
+    """An emitted ONNX model and what its inputs and outputs mean."""
+
+    model: object
+    n_steps: int
+    state: list  # (base signal, input name, output name)
+    step_inputs: dict  # name -> (shape per item and step, dtype)
+    probes: list = field(default_factory=list)  # (key, output name, shape)
+
+
+def emit_block(
+    steps,
+    signals,
+    *,
+    n_steps,
+    minibatch_size,
+    dtype,
+    dt,
+    probes=(),
+    state_in=None,
+    state_out=None,
+    opset=DEFAULT_OPSET,
+    name="nengo_onnx",
+):
+    """Emit ``steps`` (``(t, op)`` pairs in order) as one ONNX model.
+
+    Parameters
+    ----------
+    probes : list of (key, Signal)
+        Signals recorded at the end of every step.
+    state_in, state_out : list of base Signals, optional
+        Bases taken as inputs and given as outputs (default: all written bases).
+    """
+    graph = GraphBuilder(name=name, opset=opset)
+    ctx = EmitContext(graph, signals, dtype, minibatch_size, dt, n_steps=n_steps)
+    state_in = signals.state_bases() if state_in is None else state_in
+    state = []
+    for base in state_in:
+        in_name = graph.input(
+            f"state.{signals.name(base)}", signals.dtype_of(base, dtype), ctx.shape(base)
+        )
+        ctx.env[base] = in_name
+
+    records = {key: [] for key, _ in probes}
+    t_prev = 0
+    for t, op in steps:
+        if t != t_prev:
+            _record(ctx, probes, records)
+            t_prev = t
+        ctx.t = t
+        emit(op, ctx)
+    _record(ctx, probes, records)
+
+    state_out = state_in if state_out is None else state_out
+    for base in state_out:
+        out_name = f"state_out.{signals.name(base)}"
+        graph.output(out_name, ctx.env[base], signals.dtype_of(base, dtype), ctx.shape(base))
+        state.append((base, f"state.{signals.name(base)}", out_name))
+
+    probe_outputs = []
+    for key, sig in probes:
+        values = records[key]
+        shape = [minibatch_size, 1, *sig.shape]
+        parts = [ctx.reshape(v, shape) for v in values]
+        value = parts[0] if len(parts) == 1 else graph.node("Concat", parts, axis=1)
+        out_name = f"probe.{sanitize(key)}"
+        full = [minibatch_size, len(values), *sig.shape]
+        graph.output(out_name, value, signals.dtype_of(sig, dtype), full)
+        probe_outputs.append((key, out_name, tuple(sig.shape)))
+
+    return Block(
+        model=graph.model(),
+        n_steps=n_steps,
+        state=state,
+        step_inputs=ctx.step_inputs,
+        probes=probe_outputs,
+    )
+
+
+def _record(ctx, probes, records):
+    for key, sig in probes:
+        records[key].append(ctx.read_batched(sig))

@@ -1,0 +1,1 @@
+"""Emitters for Nengo's convolution transforms."""

@@ -1,0 +1,117 @@
+"""The parts of a simulation that run in Python, with Nengo's own step functions.
+
+`TimeFeeder` computes the values of `.FeedInput` operators (input Nodes and
+time-only processes) for a block of steps; `HostOp` runs one operator that has
+no ONNX form on the simulator's state, once per minibatch item.
+"""
+
+import numpy as np
+from nengo.builder.signal import SignalDict
+from nengo.exceptions import SimulationError
+
+from .emit.context import view_indices
+
+
+class TimeFeeder:
+    """Values of the fed inputs, step by step, from Nengo's step functions."""
+
+    def __init__(self, feeds, model, dt):
+        self.feeds = feeds  # key -> (FeedInput, source op or None, Node or None)
+        self.model = model
+        self.dt = dt
+        self._steps = {}
+
+    def reset(self, rng):
+        self.signals = SignalDict()
+        self.signals.init(self.model.time)
+        self._steps = {}
+        for key, (feed, source, node) in self.feeds.items():
+            if source is None:
+                continue
+            for sig in source.all_signals:
+                if sig not in self.signals and sig.base not in self.signals:
+                    self.signals.init(sig.base)
+            self._steps[key] = (source.make_step(self.signals, self.dt, rng), source, feed)
+
+    def values(self, key, start, n_steps):
+        """``[n_steps, *shape]`` values of feed ``key`` for steps ``start+1 ... start+n``."""
+        feed, source, node = self.feeds[key]
+        if source is None:  # a constant Node output
+            value = np.asarray(node.output, dtype=np.float64).reshape(feed.dst.shape)
+            return np.broadcast_to(value, (n_steps, *feed.dst.shape))
+        step, source, feed = self._steps[key]
+        out = self.signals[source.output]
+        values = np.empty((n_steps, *out.shape))
+        time = self.signals[self.model.time]
+        for i in range(n_steps):
+            time[...] = (start + i + 1) * self.dt
+            if feed.mode == "inc":
+                out[...] = 0
+            step()
+            values[i] = out
+        return values
+
+    def all_values(self, keys, start, n_steps):
+        """Values for several feeds, computed step by step in schedule order.
+
+        Stateful feeds are advanced together so that each sees the same time.
+        """
+        return {key: self.values(key, start, n_steps) for key in keys}
+
+
+class HostOp:
+    """One operator run in Python on the simulator's state, per minibatch item.
+
+    Each item gets its own ``SignalDict`` (in the signals' own dtypes, as Nengo's
+    step functions expect) that persists across steps, since step functions close
+    over their arrays and may keep state of their own.
+    """
+
+    def __init__(self, op, signals, minibatch_size, dt, rng):
+        self.op = op
+        self.plan = signals
+        bases = []
+        for sig in op.all_signals:
+            if sig.base not in bases:
+                bases.append(sig.base)
+        self.bases = bases
+        self.written = {s.base for s in op.sets + op.incs + op.updates}
+        self.items = []
+        for _ in range(minibatch_size):
+            sd = SignalDict()
+            for base in bases:
+                sd.init(base)
+            try:
+                step = op.make_step(sd, dt, rng)
+            except Exception as err:
+                raise SimulationError(f"Cannot run {op} in Python: {err}") from err
+            self.items.append((sd, step))
+
+    def __call__(self, store):
+        for b, (sd, step) in enumerate(self.items):
+            for base in self.bases:
+                if base in store:
+                    value = store[base][b] if self.plan.batched(base) else store[base]
+                    dict.__getitem__(sd, base)[...] = value
+            step()
+            for base in self.written:
+                value = dict.__getitem__(sd, base)
+                if self.plan.batched(base):
+                    store[base][b] = value
+                else:
+                    store[base][...] = value
+
+
+def read_signal(store, signals, sig, minibatch_size):
+    """``sig``'s value from a store of base arrays, ``[B, *sig.shape]``."""
+    base = sig.base
+    if base in store:
+        value = store[base]
+        if not signals.batched(base):
+            value = np.broadcast_to(value, (minibatch_size, *base.shape))
+    else:
+        value = np.broadcast_to(np.asarray(base.initial_value), (minibatch_size, *base.shape))
+    if sig is base:
+        return np.array(value)
+    flat = value.reshape(minibatch_size, -1)
+    return flat[:, view_indices(sig)]

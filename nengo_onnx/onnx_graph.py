@@ -1,0 +1,131 @@
+"""A small, stateful builder for ONNX graphs.
+
+Emitters add nodes through it and never build tensor names by hand: every value
+name is made unique here, constants are deduplicated, and each node can carry the
+Nengo operator it came from in its ``doc_string`` so that an onnxruntime error
+leads back to the model.
+"""
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+#: The newest opset onnxruntime 1.19 runs, and the IR version it accepts.
+DEFAULT_OPSET = 21
+IR_VERSION = 10
+
+NP_TO_ONNX = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.float64): TensorProto.DOUBLE,
+    np.dtype(np.int64): TensorProto.INT64,
+    np.dtype(np.int32): TensorProto.INT32,
+    np.dtype(np.bool_): TensorProto.BOOL,
+}
+
+
+def onnx_dtype(dtype):
+    return NP_TO_ONNX[np.dtype(dtype)]
+
+
+class GraphBuilder:
+    """Accumulates nodes, initializers, inputs and outputs of one ONNX graph."""
+
+    def __init__(self, name="nengo_onnx", opset=DEFAULT_OPSET):
+        self.name = name
+        self.opset = opset
+        self.nodes = []
+        self.initializers = {}
+        self.inputs = []
+        self.outputs = []
+        self.functions = []
+        self.extra_opsets = {}
+        self._used = set()
+        self._const_cache = {}
+        self.doc = None  # doc_string attached to nodes made while set
+
+    def unique(self, hint):
+        hint = str(hint) or "v"
+        name, i = hint, 0
+        while name in self._used:
+            i += 1
+            name = f"{hint}_{i}"
+        self._used.add(name)
+        return name
+
+    def node(self, op_type, inputs, n_outputs=1, name=None, domain="", **attrs):
+        """Add a node; returns its output name (or a list if ``n_outputs != 1``)."""
+        hint = name or op_type.lower()
+        outputs = [self.unique(hint) for _ in range(n_outputs)]
+        node = helper.make_node(
+            op_type, list(inputs), outputs, name=self.unique(f"n_{hint}"), domain=domain, **attrs
+        )
+        if self.doc:
+            node.doc_string = self.doc
+        self.nodes.append(node)
+        return outputs[0] if n_outputs == 1 else outputs
+
+    def const(self, value, dtype=None, name=None):
+        """A constant initializer, shared between identical small constants."""
+        arr = np.asarray(value, dtype=dtype)
+        if arr.dtype == np.float16 or arr.dtype.kind == "u":
+            arr = arr.astype(np.int64 if arr.dtype.kind == "u" else np.float32)
+        key = None
+        if arr.size <= 64:
+            key = (arr.dtype.str, arr.shape, arr.tobytes())
+            if key in self._const_cache:
+                return self._const_cache[key]
+        out = self.initializer(name or "const", arr)
+        if key is not None:
+            self._const_cache[key] = out
+        return out
+
+    def initializer(self, name, array, unique=True):
+        name = self.unique(name) if unique else name
+        self._used.add(name)
+        self.initializers[name] = numpy_helper.from_array(np.asarray(array), name)
+        return name
+
+    def input(self, name, dtype, shape):
+        self._used.add(name)
+        self.inputs.append(helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape)))
+        return name
+
+    def output(self, name, value, dtype, shape):
+        """Expose ``value`` as a graph output called ``name``."""
+        if value != name:
+            if name in self._used:
+                raise ValueError(f"Output name {name!r} is already taken")
+            self._used.add(name)
+            self.nodes.append(helper.make_node("Identity", [value], [name]))
+        self.outputs.append(helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape)))
+        return name
+
+    def model(self, metadata=None):
+        graph = helper.make_graph(
+            self.nodes,
+            self.name,
+            self.inputs,
+            self.outputs,
+            initializer=list(self.initializers.values()),
+        )
+        opsets = [helper.make_opsetid("", self.opset)]
+        opsets += [helper.make_opsetid(d, v) for d, v in self.extra_opsets.items()]
+        model = helper.make_model(
+            graph,
+            opset_imports=opsets,
+            ir_version=IR_VERSION,
+            producer_name="nengo-onnx",
+            functions=self.functions,
+        )
+        for key, value in (metadata or {}).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = str(key), str(value)
+        return model
+
+
+def serialize(model):
+    """Serialize a model, with a clear error instead of protobuf's for huge graphs."""
+    try:
+        return model.SerializeToString()
+    except ValueError as err:  # protobuf refuses messages over 2 GiB
+        raise onnx.onnx_cpp2py_export.checker.ValidationError(str(err)) from err

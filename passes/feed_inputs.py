@@ -1,0 +1,72 @@
+"""Replace input Nodes and time-only operators by `.FeedInput` operators.
+
+1. An input Node (``size_in == 0`` with an output) gets a ``FeedInput`` named
+   after the Node that sets its output signal, replacing its ``SimPyFunc`` or
+   ``SimProcess`` (or nothing, for a constant output), so ``data`` can override it.
+2. Any other operator that reads nothing but time and that no emitter handles
+   (``SimPyFunc`` of ``t``, a ``SimProcess`` without input such as neuron noise)
+   becomes a ``FeedInput`` with the same set/inc/update mode.
+
+The runtime computes the fed values with Nengo's own step functions
+(`nengo_onnx.host.TimeFeeder`), so they match ``nengo.Simulator`` exactly.
+"""
+
+from nengo.builder.operator import SimPyFunc
+from nengo.builder.processes import SimProcess
+
+from nengo_onnx.graph import FeedInput, rebuild
+from nengo_onnx.signals import sanitize
+
+
+def _mode(op):
+    if op.sets:
+        return "set"
+    return "inc" if op.incs else "update"
+
+
+def _time_only(op, model):
+    if not isinstance(op, (SimPyFunc, SimProcess)):
+        return False
+    if isinstance(op, SimPyFunc) and op.output is None:
+        return False
+    return all(sig.base is model.time.base for sig in op.reads)
+
+
+def feed_inputs(graph):
+    model = graph.graph["model"]
+    input_nodes = graph.graph["input_nodes"]
+    feeds = {}  # key -> (FeedInput, source op or None, node or None)
+    replaced = {}
+    by_output = {}
+    for op in graph.nodes:
+        for sig in op.sets + op.incs + op.updates:
+            by_output.setdefault(sig, op)
+
+    used = set()
+    for node, key in input_nodes.items():
+        sig = model.sig[node]["out"]
+        source = by_output.get(sig)
+        feed = FeedInput(key, sig, mode="set", source=source, tag=f"input {node}")
+        feeds[key] = (feed, source, node)
+        used.add(key)
+        if source is not None:
+            replaced[source] = feed
+
+    for op in graph.nodes:
+        if op in replaced or not _time_only(op, model):
+            continue
+        base = f"feed.{sanitize(op.output.name if op.output is not None else 'op')}"
+        key, n = base, 0
+        while key in used:
+            n += 1
+            key = f"{base}_{n}"
+        used.add(key)
+        feed = FeedInput(key, op.output, mode=_mode(op), source=op, tag=str(op))
+        feeds[key] = (feed, op, None)
+        replaced[op] = feed
+
+    operators = [replaced.get(op, op) for op in graph.nodes]
+    extra = [f for f, source, _ in feeds.values() if source is None]
+    new = rebuild(graph, operators + extra)
+    new.graph["feeds"] = feeds
+    return new
