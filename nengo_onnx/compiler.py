@@ -41,6 +41,8 @@ def emit_block(
     state_out=None,
     opset=DEFAULT_OPSET,
     name="nengo_onnx",
+    training=False,
+    settings=None,
 ):
     """Emit ``steps`` (``(t, op)`` pairs in order) as one ONNX model.
 
@@ -50,9 +52,14 @@ def emit_block(
         Signals recorded at the end of every step.
     state_in, state_out : list of base Signals, optional
         Bases taken as inputs and given as outputs (default: all written bases).
+    training : bool
+        Emit the training forms of operators (rate neurons for spiking ones).
+    settings : dict
+        nengo-onnx settings of the network (see `.configure_settings`).
     """
     graph = GraphBuilder(name=name, opset=opset)
-    ctx = EmitContext(graph, signals, dtype, minibatch_size, dt, n_steps=n_steps)
+    ctx = EmitContext(graph, signals, dtype, minibatch_size, dt, n_steps=n_steps,
+                      training=training, settings=settings)
     state_in = signals.state_bases() if state_in is None else state_in
     state = []
     for base in state_in:

@@ -58,6 +58,8 @@ class SignalPlan:
                 self.written.add(sig.base)
         self.unbatched_state = {model.step.base, model.time.base}
         self.names = self._names(model, operators)
+        # values that replace a static base's initial value (e.g. trained parameters)
+        self.values = {}
 
     def _names(self, model, operators):
         objs = [obj for obj in model.sig if isinstance(obj, (NengoObject, Neurons))]
@@ -107,8 +109,9 @@ class SignalPlan:
         return np.dtype(np.int64)
 
     def initial_value(self, base, float_dtype):
-        """The base's initial value as an array of the simulation dtype."""
-        return _dense(base.initial_value).astype(self.dtype_of(base, float_dtype))
+        """The base's initial value (or its value in `values`), in the simulation dtype."""
+        value = self.values[base] if base in self.values else _dense(base.initial_value)
+        return np.asarray(value).astype(self.dtype_of(base, float_dtype))
 
     def initializer(self, graph, base, float_dtype):
         return graph.initializer(self.name(base), self.initial_value(base, float_dtype))

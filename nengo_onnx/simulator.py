@@ -260,6 +260,41 @@ class Simulator:
         steps = np.arange(1, self.n_steps + 1)
         return self.dt * steps[steps % period < 1]
 
+    # -- training, parameters and export (implemented in their own modules) ----------
+
+    def train(self, *args, **kwargs):
+        """Train the network's parameters (see `nengo_onnx.training.train`)."""
+        from .training import train  # noqa: PLC0415
+
+        return train(self, *args, **kwargs)
+
+    def loss(self, *args, **kwargs):
+        """Evaluate the objectives on ``data`` (see `nengo_onnx.training.loss`)."""
+        from .training import loss  # noqa: PLC0415
+
+        return loss(self, *args, **kwargs)
+
+    def save_params(self, *args, **kwargs):
+        from .training import save_params  # noqa: PLC0415
+
+        return save_params(self, *args, **kwargs)
+
+    def load_params(self, *args, **kwargs):
+        from .training import load_params  # noqa: PLC0415
+
+        return load_params(self, *args, **kwargs)
+
+    def freeze_params(self, *args, **kwargs):
+        from .training import freeze_params  # noqa: PLC0415
+
+        return freeze_params(self, *args, **kwargs)
+
+    def export(self, *args, **kwargs):
+        """Write an inference ONNX model (see `nengo_onnx.export.export_simulator`)."""
+        from .export import export_simulator  # noqa: PLC0415
+
+        return export_simulator(self, *args, **kwargs)
+
     def _probe_array(self, probe):
         parts = self._probe_data[probe]
         sig = self.model.sig[probe]["in"]

@@ -50,7 +50,7 @@ def emit(op, ctx):
 
 def _load_emitters():
     # importing the modules registers their emitters
-    from . import basic, learning_rules, neurons, processes, transforms  # noqa: F401, PLC0415
+    from . import basic, groups, learning_rules, neurons, processes, transforms  # noqa: F401, PLC0415
 
 
 _load_emitters()

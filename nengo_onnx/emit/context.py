@@ -51,8 +51,13 @@ class EmitContext:
         Compile-time facts about the model's signals (names, batching, values).
     """
 
-    def __init__(self, graph, signals, dtype, minibatch_size, dt, n_steps=1):
+    def __init__(self, graph, signals, dtype, minibatch_size, dt, n_steps=1, training=False,
+                 settings=None):
         self.graph = graph
+        # training graphs replace spiking neurons by their rate forms (NengoDL's way)
+        self.training = training
+        # nengo-onnx settings of the network (lif_smoothing, spiking_gradient, ...)
+        self.settings = dict(settings or {})
         self.signals = signals
         self.dtype = np.dtype(dtype)
         self.B = minibatch_size

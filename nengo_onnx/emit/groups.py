@@ -1,0 +1,1 @@
+"""Emitters for operator groups made by the merge passes."""
