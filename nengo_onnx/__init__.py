@@ -2,7 +2,8 @@
 
 from . import _ort  # noqa: F401  (quiet onnxruntime before anything else uses it)
 from .config import configure_settings
+from .export import export
 from .simulator import Simulator
 
 __version__ = "0.1.0"
-__all__ = ["Simulator", "configure_settings", "__version__"]
+__all__ = ["Simulator", "configure_settings", "export", "__version__"]

@@ -23,8 +23,9 @@ class Block:
 
     model: object
     n_steps: int
-    state: list  # (base signal, input name, output name)
+    state: list  # (base signal, input name, output name) for the written bases
     step_inputs: dict  # name -> (shape per item and step, dtype)
+    state_inputs: list = field(default_factory=list)  # (base signal, input name)
     probes: list = field(default_factory=list)  # (key, output name, shape)
 
 
@@ -61,12 +62,13 @@ def emit_block(
     ctx = EmitContext(graph, signals, dtype, minibatch_size, dt, n_steps=n_steps,
                       training=training, settings=settings)
     state_in = signals.state_bases() if state_in is None else state_in
-    state = []
+    state, state_inputs = [], []
     for base in state_in:
         in_name = graph.input(
             f"state.{signals.name(base)}", signals.dtype_of(base, dtype), ctx.shape(base)
         )
         ctx.env[base] = in_name
+        state_inputs.append((base, in_name))
 
     records = {key: [] for key, _ in probes}
     t_prev = 0
@@ -101,6 +103,7 @@ def emit_block(
         state=state,
         step_inputs=ctx.step_inputs,
         probes=probe_outputs,
+        state_inputs=state_inputs,
     )
 
 

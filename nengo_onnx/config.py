@@ -2,7 +2,7 @@
 
 import nengo
 from nengo.exceptions import ValidationError
-from nengo.params import Parameter
+from nengo.params import BoolParam, Parameter
 
 SETTINGS = {
     "dtype": "float32",
@@ -34,14 +34,7 @@ def configure_settings(**kwargs):
     config = nengo.Network.context[-1].config
     for key, value in kwargs.items():
         if key == "trainable":
-            for cls in (nengo.Ensemble, nengo.Connection, nengo.ensemble.Neurons,
-                        nengo.Network):
-                if "trainable" not in config[cls]._extra_params:
-                    config[cls].set_param("trainable", Parameter("trainable", None,
-                                                                 optional=True))
-            if value is not None:
-                for cls in (nengo.Ensemble, nengo.Connection, nengo.ensemble.Neurons):
-                    config[cls].trainable = value
+            _configure_trainable(config, value)
             continue
         if key not in SETTINGS:
             raise ValidationError(
@@ -52,6 +45,33 @@ def configure_settings(**kwargs):
             raise ValidationError(f"dtype must be 'float32' or 'float64', got {value!r}",
                                   attr="dtype")
         _settings(config)[key] = value
+
+
+#: The classes that the ``trainable`` config option applies to.
+TRAINABLE_CLASSES = (nengo.Ensemble, nengo.Connection, nengo.ensemble.Neurons, nengo.Network)
+
+
+def _configure_trainable(config, value):
+    """Add the ``trainable`` option to ``config`` (and set it on its classes if a bool).
+
+    ``configure_settings(trainable=None)`` only adds the option, so that
+    ``net.config[obj].trainable`` can be set per object, per class and per
+    subnetwork; ``trainable=True/False`` also makes it the default for every
+    Ensemble, Connection and Neurons inside this network (see
+    `nengo_onnx.trainable` for which setting wins).
+    """
+    if value is not None and not isinstance(value, bool):
+        raise ValidationError(f"trainable must be None, True or False (got {value!r})",
+                              attr="trainable")
+    for cls in TRAINABLE_CLASSES:
+        if cls not in config.params:
+            config.configures(cls)
+        params = config.params[cls]
+        if "trainable" not in params._extra_params:
+            params.set_param("trainable", BoolParam("trainable", None, optional=True))
+    if value is not None:
+        for cls in TRAINABLE_CLASSES[:3]:
+            config.params[cls].trainable = value
 
 
 def _settings(config):

@@ -70,6 +70,7 @@ class HostOp:
     def __init__(self, op, signals, minibatch_size, dt, rng):
         self.op = op
         self.plan = signals
+        self.dt = dt
         bases = []
         for sig in op.all_signals:
             if sig.base not in bases:
@@ -87,10 +88,14 @@ class HostOp:
                 raise SimulationError(f"Cannot run {op} in Python: {err}") from err
             self.items.append((sd, step))
 
-    def __call__(self, store):
+    def __call__(self, store, step_number):
+        time_base = self.plan.model.time.base
         for b, (sd, step) in enumerate(self.items):
             for base in self.bases:
-                if base in store:
+                if base is time_base:
+                    # nengo's time is float64 step * dt; the graph's may be float32
+                    dict.__getitem__(sd, base)[...] = step_number * self.dt
+                elif base in store:
                     value = store[base][b] if self.plan.batched(base) else store[base]
                     dict.__getitem__(sd, base)[...] = value
             step()
@@ -102,15 +107,22 @@ class HostOp:
                     store[base][...] = value
 
 
-def read_signal(store, signals, sig, minibatch_size):
-    """``sig``'s value from a store of base arrays, ``[B, *sig.shape]``."""
+def read_signal(store, signals, sig, minibatch_size, initial=None):
+    """``sig``'s value from a store of base arrays, ``[B, *sig.shape]``.
+
+    Bases not in the store (constants) take ``initial(base)``, by default their
+    initial value.
+    """
     base = sig.base
     if base in store:
         value = store[base]
         if not signals.batched(base):
             value = np.broadcast_to(value, (minibatch_size, *base.shape))
     else:
-        value = np.broadcast_to(np.asarray(base.initial_value), (minibatch_size, *base.shape))
+        value = np.asarray(base.initial_value) if initial is None else initial(base)
+        if hasattr(value, "toarray"):
+            value = value.toarray()
+        value = np.broadcast_to(value, (minibatch_size, *base.shape))
     if sig is base:
         return np.array(value)
     flat = value.reshape(minibatch_size, -1)

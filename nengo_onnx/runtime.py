@@ -71,6 +71,8 @@ class Runtime:
                     for sig in op.sets + op.incs + op.updates:
                         if sig.base not in written:
                             written.append(sig.base)
+                if not written:  # e.g. only SimProbe markers: nothing to compute
+                    continue
                 steps = [(0, op) for op in item]
                 block = emit_block(
                     steps, self.signals, n_steps=1, minibatch_size=self.B, dtype=self.dtype,
@@ -96,6 +98,8 @@ class Runtime:
             if self.signals.batched(base):
                 value = np.broadcast_to(value, (self.B, *value.shape))
             self.store[base] = np.array(value)
+        self.signals.store = self.store
+        self.signals.minibatch_size = self.B
         self.n_steps = 0
         if not self.unrolled:
             self._host_segments = self._segments(self.rng)
@@ -144,7 +148,7 @@ class Runtime:
     def _run_block(self, n, data, outputs):
         block, session = self.block(n)
         feeds = self._step_inputs(block, self.n_steps, n, data)
-        for base, in_name, _ in block.state:
+        for base, in_name in block.state_inputs:
             feeds[in_name] = self.store[base]
         names = [out for _, _, out in block.state] + [out for _, out, _ in block.probes]
         results = session.run(names, feeds)
@@ -156,11 +160,11 @@ class Runtime:
     def _run_segments(self, data, outputs):
         for kind, item in self._host_segments:
             if kind == "host":
-                item(self.store)
+                item(self.store, self.n_steps + 1)
                 continue
             block, session = item
             feeds = self._step_inputs(block, self.n_steps, 1, data)
-            for base, in_name, _ in block.state:
+            for base, in_name in block.state_inputs:
                 feeds[in_name] = self.store[base]
             names = [out for _, _, out in block.state]
             for (base, _, _), value in zip(block.state, session.run(names, feeds)):

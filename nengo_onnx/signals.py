@@ -1,6 +1,7 @@
 """Compile-time facts about a built model's signals: names, batching, initial values."""
 
 import re
+from collections.abc import Mapping
 
 import numpy as np
 from nengo.base import NengoObject
@@ -42,13 +43,23 @@ def _dense(value):
     return value.toarray() if hasattr(value, "toarray") else np.asarray(value)
 
 
-class SignalPlan:
+class SignalPlan(Mapping):
     """Which bases are written, minibatched and static, and what they are called.
 
     Names come from ``model.sig`` (the owner and key, e.g. ``ens_a.encoders``),
     not from the signal's own name: a connection's weights signal is named after
     its transform, but filed under the connection.
+
+    As a mapping it answers ``sim.signals[sig]`` with the signal's current value,
+    like nengo's ``SignalDict`` (nengo's own tests read it): the runtime points
+    `store` at its state arrays.
     """
+
+    #: the runtime's state arrays (base -> array), the minibatch size, and whether
+    #: values are shown without the batch axis (no ``minibatch_size`` given)
+    store = None
+    minibatch_size = 1
+    squeeze_batch = True
 
     def __init__(self, model, operators):
         self.model = model
@@ -115,3 +126,27 @@ class SignalPlan:
 
     def initializer(self, graph, base, float_dtype):
         return graph.initializer(self.name(base), self.initial_value(base, float_dtype))
+
+    # -- nengo's SignalDict reading API -----------------------------------------------
+
+    def __getitem__(self, sig):
+        from .host import read_signal  # noqa: PLC0415
+
+        if not hasattr(sig, "base"):
+            raise KeyError(sig)
+        dtype = self.dtype_of(sig, self._float_dtype())
+        value = read_signal(self.store or {}, self, sig, self.minibatch_size,
+                            initial=lambda base: self.initial_value(base, dtype))
+        return value[0] if self.squeeze_batch else value
+
+    def _float_dtype(self):
+        for value in (self.store or {}).values():
+            if value.dtype.kind == "f":
+                return value.dtype
+        return np.dtype(np.float32)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self):
+        return len(self.names)

@@ -28,7 +28,10 @@ DEFAULT_UNROLL = 10
 
 def input_nodes(network):
     """Nodes whose output the user can override with ``data``."""
-    return [n for n in network.all_nodes if n.size_in == 0 and n.output is not None]
+    return [
+        n for n in network.all_nodes
+        if n.size_in == 0 and n.output is not None and n.size_out > 0
+    ]
 
 
 class Simulator:
@@ -112,6 +115,7 @@ class Simulator:
         graph.graph["input_nodes"] = self._input_names
         self.graph = run_passes(graph, optimize=self.optimize)
         self.signals = SignalPlan(self.model, list(self.graph.nodes))
+        self.signals.squeeze_batch = self.minibatch_size is None
         probe_names = unique_names(self.model.probes)
         self._probe_keys = probe_names
         probes = [(probe_names[p], self.model.sig[p]["in"]) for p in self.model.probes]

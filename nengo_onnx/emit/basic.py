@@ -83,30 +83,23 @@ def emit_dot_inc(op, ctx):
     a, x = ctx.read(op.A), ctx.read(op.X)
     a_shape, x_shape = tuple(op.A.shape), tuple(op.X.shape)
     batched = a_b or x_b
-    if a_shape in ((), (1,)) or x_shape in ((), (1,)):
-        # a scalar factor: np.dot is a product
-        value = ctx.node("Mul", [_align(ctx, op.A, 1), _align(ctx, op.X, 1)])
-    elif len(x_shape) == 1 and len(a_shape) == 2 and x_b and not a_b:
-        # the common case: [B, n] @ A.T
+    if not a_shape or not x_shape:
+        # np.dot with a 0-d operand is a product
+        rank = max(len(a_shape), len(x_shape))
+        value = ctx.node("Mul", [_align(ctx, op.A, rank), _align(ctx, op.X, rank)])
+    elif len(a_shape) == 1 and len(x_shape) == 1:
+        # inner product of two vectors
+        product = ctx.node("Mul", [a, x])
+        value = ctx.node("ReduceSum", [product, ctx.const([-1])], keepdims=1)
+    elif len(x_shape) == 1 and x_b and not a_b:
+        # the common case, a matrix times a minibatched vector: [B, n] @ A.T
         value = ctx.node("MatMul", [x, ctx.node("Transpose", [a])])
-    elif len(x_shape) == 1:
-        # A [.., m, n] . x [n]: matrix-vector, batched on either side
-        if x_b:
-            x = ctx.reshape(x, [ctx.B, 1, x_shape[0], 1] if len(a_shape) == 3 else
-                            [ctx.B, x_shape[0], 1])
-            value = ctx.node("MatMul", [a, x])
-        else:
-            value = ctx.node("MatMul", [a, ctx.reshape(x, [x_shape[0], 1])])
+    elif len(x_shape) == 1 and x_b:
+        # per-item matrices (learned weights): [B, m, n] @ [B, n, 1]
+        value = ctx.node("MatMul", [a, ctx.reshape(x, [ctx.B, x_shape[0], 1])])
     else:
-        # np.dot(A[..., n], X[..., n, k]) for 2-D X: sum over A's last and X's second-last
-        if len(a_shape) != 2 or len(x_shape) != 2:
-            raise NotImplementedError(f"DotInc of shapes {a_shape} x {x_shape}")
-        if a_b and not x_b:
-            value = ctx.node("MatMul", [a, x])
-        elif x_b and not a_b:
-            value = ctx.node("MatMul", [a, x])  # [m,n] @ [B,n,k] broadcasts
-        else:
-            value = ctx.node("MatMul", [a, x])
+        # MatMul's numpy semantics cover [.., m, n] @ [n] and [.., m, n] @ [.., n, k]
+        value = ctx.node("MatMul", [a, x])
     ctx.inc(op.Y, ctx.reshape(value, ctx.shape(op.Y, batched)), batched=batched)
 
 

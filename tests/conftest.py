@@ -1,0 +1,8 @@
+"""Shared configuration for nengo-onnx's own tests."""
+
+import nengo
+
+# nengo's decoder cache in the home folder can break across numpy versions;
+# switching it off never changes results (nengorc does the same for nengo's suite
+# when pytest runs from the project root).
+nengo.rc.set("decoder_cache", "enabled", "False")
