@@ -57,6 +57,7 @@ STATE_OUT = "state_out."
 FEED_PREFIX = "feed."
 # nengo names unnamed signals by address; such names change from run to run
 _ADDRESS = re.compile(r"0x[0-9a-f]{6,}")
+_AT_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 
 
 class ExportError(BuildError):
@@ -345,15 +346,19 @@ def _host_reason(op):
     return reason or f"{type(op).__name__} runs in Python"
 
 
-def describe(obj):
-    """``Node 'label'`` for labelled objects, nengo's ``str`` otherwise."""
+def describe(obj, stable=False):
+    """``Node 'label'`` for labelled objects, nengo's ``str`` otherwise.
+
+    ``stable`` leaves out memory addresses (for the model's metadata).
+    """
     if isinstance(obj, Neurons):
-        return f"Neurons of {describe(obj.ensemble)}"
+        return f"Neurons of {describe(obj.ensemble, stable)}"
     label = getattr(obj, "label", None)
-    return f"{type(obj).__name__} {label!r}" if label else str(obj)
+    text = f"{type(obj).__name__} {label!r}" if label else str(obj)
+    return _AT_ADDRESS.sub("", text) if stable else text
 
 
-def _describe_op(model, op):
+def _describe_op(model, op, stable=False):
     """The Nengo objects an operator belongs to (by signal names, then by ``model.sig``)."""
     sigs = (op.sets + op.incs + op.updates) or op.reads
     objs = [obj for obj in model.sig if isinstance(obj, (NengoObject, Neurons))]
@@ -370,8 +375,9 @@ def _describe_op(model, op):
                     s.base is out.base and s.may_share_memory(out) for s in sigs):
                 found.append(obj)
     if found:
-        return [describe(obj) for obj in found]
-    return [op.tag or str(op)]
+        return [describe(obj, stable) for obj in found]
+    text = op.tag or str(op)
+    return [_AT_ADDRESS.sub("", text) if stable else text]
 
 
 # -- building the model ------------------------------------------------------------------------
@@ -382,7 +388,9 @@ def build_model(sim, steps=None, fixed=None, opset=MAX_OPSET):
     steps, fixed = check_form(steps, fixed)
     B = sim.runtime.B
     if fixed is not None:
-        K = math.gcd(fixed, sim.unroll)
+        # all N steps unrolled where that is no bigger than the simulator's block,
+        # else blocks of K steps (K divides N) scanned N / K times
+        K = fixed if fixed <= sim.unroll else math.gcd(fixed, sim.unroll)
     else:
         K = steps or sim.unroll
     block = sim.runtime.block(K)[0]
@@ -404,7 +412,7 @@ def build_model(sim, steps=None, fixed=None, opset=MAX_OPSET):
     )
     info.metadata = _metadata(sim, info)
     model.graph.name = _graph_name(sim)
-    model.doc_string = (f"Nengo network {sim.network} exported by nengo-onnx "
+    model.doc_string = (f"Nengo network {info.metadata['network']} exported by nengo-onnx "
                         f"({info.form}, {n_steps} steps per call, dt={sim.dt:g})")
     del model.metadata_props[:]
     for key, value in info.metadata.items():
@@ -449,7 +457,7 @@ class _Names:
         keys.sort(key=lambda k: (0, node_keys.index(k)) if k in node_keys
                   else (1, 0) if k in feeds else (2, 0))
         state_names = _state_names(sim, [base for base, _ in block.state_inputs])
-        self.inputs = {key: _stable(key) for key in keys}
+        self.inputs = _unique({key: _clean(key) for key in keys})
         self.states = sorted(((base, in_name, state_names[base])
                               for base, in_name in block.state_inputs), key=lambda s: s[2])
         self.state_out = {base: out for base, _, out in block.state}
@@ -488,12 +496,12 @@ class _Names:
             if key in feeds:
                 _, source, node = feeds[key]
                 if node is not None:
-                    spec.update(kind="node", label=node.label, object=describe(node),
+                    spec.update(kind="node", label=node.label, object=describe(node, True),
                                 source=_node_source(node))
                     if is_array_like(node.output):
                         spec["default"] = np.asarray(node.output, float).ravel().tolist()
                 else:
-                    desc = _describe_op(sim.model, source)
+                    desc = _describe_op(sim.model, source, stable=True)
                     spec.update(kind="feed", label=None, object=", ".join(desc))
             elif key.startswith(RANDOM_PREFIX):
                 spec.update(kind="random", label=None, object=key[len(RANDOM_PREFIX):])
@@ -514,7 +522,7 @@ class _Names:
                 "name": self.outputs.get(out_name, out_name), "shape": list(shape),
                 "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name,
                 "call_shape": [B, n_steps, *shape], "kind": "probe", "label": probe.label,
-                "object": describe(probe), "target": describe(probe.target),
+                "object": describe(probe, True), "target": describe(probe.target, True),
                 "attr": probe.attr, "sample_every": period,
             })
         return specs
@@ -545,13 +553,29 @@ def _node_source(node):
     return "function" if callable(node.output) else "constant"
 
 
-def _stable(name, counter=None):
-    return name
+def _clean(name):
+    """``name`` without the memory addresses of unlabelled objects (``_at_0x...``)."""
+    name = re.sub(r"_at_0x[0-9a-f]+", "", name)
+    return _ADDRESS.sub("signal", name)
+
+
+def _unique(names):
+    """``{key: name}`` with repeated names made unique (``name, name_1, ...``)."""
+    seen, out = set(), {}
+    for key, name in names.items():
+        candidate, i = name, 0
+        while candidate in seen:
+            i += 1
+            candidate = f"{name}_{i}"
+        seen.add(candidate)
+        out[key] = candidate
+    return out
 
 
 def _state_names(sim, bases):
     """Plan names, with address-based ones replaced by names stable across runs."""
-    names = {base: sim.signals.name(base) for base in bases}
+    names = _unique({base: re.sub(r"_at_0x[0-9a-f]+", "", sim.signals.name(base))
+                     for base in bases})
     odd = [base for base in bases if _ADDRESS.search(names[base])]
     if not odd:
         return names
@@ -578,7 +602,8 @@ def _metadata(sim, info):
         "format": info.form, "dt": info.dt, "steps": info.steps, "K": info.block_steps,
         "minibatch_size": info.minibatch_size, "dtype": np.dtype(sim.dtype).name,
         "opset": info.opset, "nengo_version": nengo.__version__,
-        "nengo_onnx_version": __version__, "network": str(sim.network),
+        "nengo_onnx_version": __version__,
+        "network": _AT_ADDRESS.sub("", str(sim.network)),
         "initial_state": "zeros" if info.form == "streaming" else "built in",
     }
     meta = {k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in doc.items()}

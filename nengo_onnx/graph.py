@@ -25,11 +25,12 @@ class FeedInput(Operator):
     4. updates ``[dst]`` if mode is ``"update"``
     """
 
-    def __init__(self, key, dst, mode="set", source=None, tag=None):
+    def __init__(self, key, dst, mode="set", source=None, node=None, tag=None):
         super().__init__(tag=tag)
         self.key = key
         self.mode = mode
-        self.source = source
+        self.source = source  # the operator computing the value, if any
+        self.node = node  # the input Node, if any
         self.sets = [dst] if mode == "set" else []
         self.incs = [dst] if mode == "inc" else []
         self.reads = []

@@ -158,6 +158,42 @@ class Simulator:
                 "Simulator was deallocated while open. Please close simulators "
                 "manually to ensure resources are properly freed.", ResourceWarning)
 
+    def __getstate__(self):
+        # onnxruntime sessions and Python step functions cannot be pickled: keep the
+        # built model, the state and the probe data, and compile again on loading
+        return {
+            "model": self.model,
+            "store": dict(self.runtime.store) if self.runtime is not None else {},
+            "probe_data": self._probe_data,
+            "n_steps": self._n_steps,
+            "dt": self.dt,
+            "seed": self.seed,
+            "minibatch_size": self.minibatch_size,
+            "unroll": self.unroll,
+            "progress_bar": self.progress_bar,
+            "optimize": self.optimize,
+            "closed": self.closed,
+        }
+
+    def __setstate__(self, state):
+        self.__init__(
+            network=None, model=state["model"], dt=state["dt"], seed=state["seed"],
+            minibatch_size=state["minibatch_size"], unroll_simulation=state["unroll"],
+            progress_bar=state["progress_bar"],
+            optimize=False,  # the pickled model is already optimized
+        )
+        self.optimize = state["optimize"]
+        by_name = {self.signals.name(base): base for base in self.runtime.store}
+        for base, value in state["store"].items():
+            name = self.signals.name(base)
+            if name in by_name:
+                self.runtime.store[by_name[name]] = np.array(value)
+        self._n_steps = self.runtime.n_steps = state["n_steps"]
+        self._probe_data = {p: list(v) for p, v in state["probe_data"].items()}
+        self.data.reset()
+        if state["closed"]:
+            self.close()
+
     def close(self):
         self.closed = True
         self.runtime = None

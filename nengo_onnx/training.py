@@ -30,6 +30,7 @@ import glob
 import json
 import numbers
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -397,7 +398,7 @@ def reachable_initializers(model, output, extra_nodes=(), start=None):
             found.add(name)
         node = producers.get(name)
         if node is not None:
-            stack.extend(node.input)
+            stack.extend(_all_inputs(node))
     return found
 
 
@@ -428,7 +429,6 @@ class TrainingState:
 
     def __init__(self):
         self.compiled = {}  # key -> Compiled
-        self.checkpoints = {}  # parameter names -> CheckpointState
         self.rng = None
         self.summary_calls = 0
         self.summary_step = 0
@@ -462,6 +462,7 @@ def compile_window(sim, n_steps, terms, param_names, session_options=None, cache
     _add_missing_params(sim, model, param_names)
     prepare_for_gradients(model, param_names)
     targets = add_loss(model, block, terms, probe_keys, sim.runtime.B, param_names)
+    check_differentiable(model, param_names, terms)
     input_names = [i.name for i in model.graph.input]
     scale_name = next(n for n in input_names if n.startswith("loss_scale"))
     compiled = Compiled(n_steps, block.state, block.step_inputs, targets, scale_name,
@@ -477,6 +478,70 @@ def compile_window(sim, n_steps, terms, param_names, session_options=None, cache
     if cache:
         tstate.compiled[key] = compiled
     return compiled
+
+
+#: ONNX ops without a gradient builder in onnxruntime-training 1.19 (shared notes,
+#: 2.1); ``If``/``Loop``/``Scan`` on the gradient path can even abort the process.
+NO_GRADIENT = {
+    "Sum", "Mean", "Einsum", "CumSum", "Floor", "Ceil", "Round", "Sign", "Mod", "Softplus",
+    "Elu", "Selu", "Softsign", "HardSigmoid", "ReduceMax", "ReduceMin", "ReduceProd",
+    "ArgMax", "ArgMin", "Scan", "Loop", "If",
+}
+
+
+def check_differentiable(model, param_names, terms):
+    """Raise before onnxruntime does (or crashes) on ops without gradients.
+
+    Looks at the nodes between the parameters and the loss (output 0); a node of
+    an objective (named ``objective<i>.``) is reported with the objective's name.
+    """
+    registered = set(getattr(_ort, "REGISTERED_GRADIENTS", ()))
+    graph = model.graph
+    dependent = set(param_names)
+    for node in graph.node:
+        if any(name in dependent for name in _all_inputs(node)):
+            dependent.update(node.output)
+    needed = reachable_nodes(model, graph.output[0].name)
+    for node in graph.node:
+        if (node.domain in ("", "ai.onnx") and node.op_type in NO_GRADIENT
+                and node.op_type not in registered and id(node) in needed
+                and any(name in dependent for name in _all_inputs(node))):
+            match = re.match(r"objective(\d+)\.", node.name or node.output[0])
+            if match:
+                raise ValidationError(
+                    f"objective {terms[int(match.group(1))].name} uses {node.op_type}, which "
+                    "has no gradient in onnxruntime-training, so it cannot be trained with",
+                    attr="objective")
+            raise SimulationError(
+                f"the training graph needs the gradient of {node.op_type} (from "
+                f"{node.doc_string or node.name}), which onnxruntime-training does not have")
+
+
+def _all_inputs(node):
+    """A node's inputs, and the outer values its subgraphs (If, Loop, Scan) read."""
+    names = list(node.input)
+    for attr in node.attribute:
+        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+        for sub in graphs:
+            for inner in sub.node:
+                names.extend(_all_inputs(inner))
+    return names
+
+
+def reachable_nodes(model, output):
+    """``id()`` of the nodes that graph value ``output`` depends on."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    seen, found, stack = set(), set(), [output]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = producers.get(name)
+        if node is not None and id(node) not in found:
+            found.add(id(node))
+            stack.extend(_all_inputs(node))
+    return found
 
 
 def _add_missing_params(sim, model, param_names):
@@ -713,7 +778,6 @@ def _static_bases(sim):
 
 def _build_module(sim, model, names, session_options, terms):
     ort_training = _ort.import_training()
-    tstate = _training_state(sim)
     tmp = tempfile.mkdtemp(prefix="nengo_onnx_train_")
     try:
         try:
@@ -725,11 +789,11 @@ def _build_module(sim, model, names, session_options, terms):
             raise SimulationError(
                 f"onnxruntime-training could not build the gradient graph of the "
                 f"objectives ({objectives}): {err}") from err
-        state = tstate.checkpoints.get(names)
-        if state is None:
-            state = ort_training.api.CheckpointState.load_checkpoint(
-                os.path.join(tmp, "checkpoint"))
-            tstate.checkpoints[names] = state
+        # every Module gets its own CheckpointState: a Module built on a shared state
+        # re-allocates the gradient buffers, and the Modules built before it then
+        # accumulate into buffers that ``state.parameters[...].grad`` no longer shows
+        state = ort_training.api.CheckpointState.load_checkpoint(
+            os.path.join(tmp, "checkpoint"))
         so = session_options or _ort.session_options(threads=sim.runtime.threads)
         module = ort_training.api.Module(os.path.join(tmp, "training_model.onnx"), state,
                                          session_options=so)
@@ -799,8 +863,8 @@ def update_built_params(sim):
             built = model.params[ens]
             gain = np.asarray(built.gain, dtype=np.float64)
             safe = np.where(gain == 0, 1.0, gain)
-            encoders = np.where(gain[:, None] == 0, built.encoders,
-                                value * ens.radius / safe[:, None])
+            unchanged = (gain[:, None] == 0) | (value == built.scaled_encoders)
+            encoders = np.where(unchanged, built.encoders, value * ens.radius / safe[:, None])
             model.params[ens] = built._replace(scaled_encoders=value, encoders=encoders)
         elif param.key == "bias":
             ens = param.obj.ensemble
@@ -956,12 +1020,45 @@ def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, sum
     return history
 
 
-def _parameters(compiled, groups):
-    """``[(group, parameter view)]`` of the trainable bases, in onnxruntime's buffers."""
-    state = next((c.checkpoint for c in compiled.values() if c.checkpoint is not None), None)
-    if state is None:
-        return []
-    return [(grp, state.parameters[grp.name]) for grp in groups]
+class Parameters:
+    """The trainable parameters during training, in onnxruntime's buffers.
+
+    The optimizer updates the buffers of the first window's graph (the primary);
+    a graph of another window length (the last, shorter window of truncated
+    BPTT) has its own buffers, brought up to date just before it runs.
+    """
+
+    def __init__(self, compiled, primary, groups):
+        self.primary = primary
+        state = primary.checkpoint
+        self.views = [] if state is None else [(g, state.parameters[g.name]) for g in groups]
+        self.version = 0
+        self._synced = {}
+
+    def load(self, sim):
+        """Copy the simulator's current values in."""
+        for grp, param in self.views:
+            param.data[...] = sim.signals.initial_value(grp.base, np.float32)
+        self.changed()
+
+    def changed(self):
+        self.version += 1
+
+    def prepare(self, comp):
+        if comp is self.primary or comp.checkpoint is None:
+            return
+        if self._synced.get(id(comp)) != self.version:
+            for grp, param in self.views:
+                comp.checkpoint.parameters[grp.name].data[...] = param.data
+            self._synced[id(comp)] = self.version
+
+    def store(self, sim):
+        """Write the trained values back into the simulator (float64)."""
+        for grp, param in self.views:
+            value = np.array(param.data, dtype=np.float64)
+            if grp.mask is not None:  # untrained elements keep their exact values
+                value = np.where(grp.mask, value, trainable.base_value(sim.signals, grp.base))
+            sim.signals.values[grp.base] = value
 
 
 def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, groups, writer,
@@ -971,15 +1068,15 @@ def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, grou
         tstate.rng = np.random.RandomState(sim.seed)
     rng = tstate.rng
     feeder = _Feeder(sim, data, rng)
-    params = _parameters(compiled, groups)
-    for grp, param in params:  # the simulator's values are the truth between calls
-        param.data[...] = sim.signals.initial_value(grp.base, np.float32)
+    first = compiled[windows[0][1]]
+    parameters = Parameters(compiled, first, groups)
+    parameters.load(sim)  # the simulator's values are the truth between calls
+    params = parameters.views
     frozen = {grp.name: param.data[~grp.mask].copy() for grp, param in params
               if grp.mask is not None}
     grads = {grp.name: np.zeros(param.data.shape, dtype=np.float32) for grp, param in params}
     batch = sim.runtime.B
     n_batches = data.n_inputs // batch
-    first = compiled[windows[0][1]]
     initial = _initial_state(sim, first)
     history = {"loss": []}
     for epoch in range(n_epochs):
@@ -990,7 +1087,7 @@ def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, grou
         with ProgressTracker(sim.progress_bar, progress) as tracker:
             for b in range(n_batches):
                 idx = order[b * batch:(b + 1) * batch]
-                loss = _train_minibatch(feeder, compiled, windows, idx, initial, params,
+                loss = _train_minibatch(feeder, compiled, windows, idx, initial, parameters,
                                         grads)
                 if not np.isfinite(loss):
                     raise SimulationError(
@@ -1006,6 +1103,7 @@ def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, grou
                     for grp, param in params:
                         if grp.mask is not None:
                             param.data[~grp.mask] = frozen[grp.name]
+                    parameters.changed()
                 losses.append(loss)
                 _write_summaries(sim, writer, tags, loss, params)
                 mean = float(np.mean(losses))
@@ -1014,31 +1112,29 @@ def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, grou
                 tracker.total_progress.step()
             progress.name_after = f"Training epoch {epoch + 1}/{n_epochs}: loss {mean:.4g}"
         history["loss"].append(mean)
-    for grp, param in params:
-        sim.signals.values[grp.base] = np.array(param.data, dtype=np.float64)
+    parameters.store(sim)
     return history
 
 
-def _train_minibatch(feeder, compiled, windows, idx, initial, params, grads):
+def _train_minibatch(feeder, compiled, windows, idx, initial, parameters, grads):
+    """Forward and backward over the windows of one minibatch; sums the gradients."""
     state = dict(initial)
     loss = 0.0
     for w, (start, n) in enumerate(windows):
         comp = compiled[n]
+        parameters.prepare(comp)
         feeds = feeder(comp, idx, start, n)
         feeds.update(state)
         outputs = comp(feeds)
         loss += float(outputs[1])
         for (_, in_name, _), value in zip(comp.state, outputs[2:]):
             state[in_name] = value
-        for grp, param in params:
-            if grp.name not in comp.params:
-                if w == 0:
-                    grads[grp.name][...] = 0
-                continue
+        for grp, _ in parameters.views:
+            grad = comp.checkpoint.parameters[grp.name].grad
             if w == 0:
-                grads[grp.name][...] = param.grad
+                grads[grp.name][...] = grad
             else:
-                grads[grp.name] += param.grad
+                grads[grp.name] += grad
     return loss
 
 
@@ -1060,17 +1156,18 @@ def gradients(sim, data, objective=None, truncation=None):
     windows = _windows(data.n_steps, truncation)
     compiled = {n: compile_window(sim, n, data.terms, names)
                 for n in sorted({n for _, n in windows})}
-    params = _parameters(compiled, groups)
-    for grp, param in params:
-        param.data[...] = sim.signals.initial_value(grp.base, np.float32)
+    first = compiled[windows[0][1]]
+    parameters = Parameters(compiled, first, groups)
+    parameters.load(sim)
     feeder = _Feeder(sim, data, np.random.RandomState(sim.seed))
-    grads = {grp.name: np.zeros(param.data.shape, dtype=np.float32) for grp, param in params}
+    grads = {grp.name: np.zeros(param.data.shape, dtype=np.float32)
+             for grp, param in parameters.views}
     total = {grp.name: np.zeros(grp.base.shape) for grp in groups}
     batch = sim.runtime.B
-    initial = _initial_state(sim, compiled[windows[0][1]])
+    initial = _initial_state(sim, first)
     for b in range(data.n_inputs // batch):
         idx = np.arange(b * batch, (b + 1) * batch)
-        _train_minibatch(feeder, compiled, windows, idx, initial, params, grads)
+        _train_minibatch(feeder, compiled, windows, idx, initial, parameters, grads)
         for name, grad in grads.items():
             total[name] += grad
     by_base = {grp.base: total[grp.name] for grp in groups}

@@ -7,6 +7,9 @@
    (``SimPyFunc`` of ``t``, a ``SimProcess`` without input such as neuron noise)
    becomes a ``FeedInput`` with the same set/inc/update mode.
 
+3. ``FeedInput`` operators already in the graph (a model compiled before, then
+   pickled or reused) are kept as they are.
+
 The runtime computes the fed values with Nengo's own step functions
 (`nengo_onnx.host.TimeFeeder`), so they match ``nengo.Simulator`` exactly.
 """
@@ -43,10 +46,15 @@ def feed_inputs(graph):
             by_output.setdefault(sig, op)
 
     used = set()
+    for op in graph.nodes:
+        if isinstance(op, FeedInput):
+            feeds[op.key] = (op, op.source, op.node)
+            used.add(op.key)
+
     for node, key in input_nodes.items():
         sig = model.sig[node]["out"]
         source = by_output.get(sig)
-        feed = FeedInput(key, sig, mode="set", source=source, tag=f"input {node}")
+        feed = FeedInput(key, sig, mode="set", source=source, node=node, tag=f"input {node}")
         feeds[key] = (feed, source, node)
         used.add(key)
         if source is not None:

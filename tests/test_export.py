@@ -351,3 +351,28 @@ def test_runner_is_standalone(tmp_path):
     with np.load(tmp_path / "out.npz") as out:
         assert sorted(out.files) == ["b_out", "spikes", "stim_1"]
         assert np.allclose(out["b_out"][0], sim.data[net.p_b], atol=1e-5)  # 23: not whole blocks
+
+
+def test_no_inputs_sample_every_and_runner(tmp_path):
+    """A network without inputs (the Scan still runs), and a subsampled probe."""
+    from nengo_onnx.runner import ExportedModel
+
+    with nengo.Network(seed=4) as net:
+        a = nengo.Ensemble(10, 1, label="a")
+        p = nengo.Probe(a, synapse=0.01, sample_every=0.003)
+        q = nengo.Probe(a.neurons, "voltage")
+    with nengo_onnx.Simulator(net, unroll_simulation=5, progress_bar=False) as sim:
+        sim.run_steps(20)
+        for kwargs in ({"fixed": 20}, {"fixed": 20, "opset": 15}, {"steps": 3}):
+            path = tmp_path / "model.onnx"
+            info = sim.export(path, **kwargs)
+            assert [p["name"] for p in info.inputs] == []
+            assert info.outputs[0]["sample_every"] == pytest.approx(3)
+            out = ExportedModel(path).run(n_steps=20)
+            assert out["probe_0"].shape == (1, 6, 1)
+            assert np.allclose(out["probe_0"][0], sim.data[p], atol=1e-5)
+            assert np.allclose(out["probe_1"][0], sim.data[q], atol=1e-5)
+            if info.form == "fixed":
+                ref = ReferenceEvaluator(onnx.load(str(path)))
+                results = dict(zip(ref.output_names, ref.run(None, {})))
+                assert np.allclose(results["probe_1"][0], sim.data[q], atol=1e-5)

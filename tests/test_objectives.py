@@ -11,13 +11,13 @@ from nengo_onnx import objectives, optimizers
 from nengo_onnx.training import gradients
 
 
-def net_and_data(rng, d=2, n=4, steps=3):
+def net_and_data(rng, d=2, n=4, steps=3, synapse=0.01):
     with nengo.Network(seed=0) as net:
         net.inp = nengo.Node(np.zeros(d))
         net.ens = nengo.Ensemble(10, d, neuron_type=nengo.LIFRate(amplitude=0.01))
         out = nengo.Node(size_in=d)
         nengo.Connection(net.inp, net.ens, synapse=None)
-        nengo.Connection(net.ens, out, synapse=0.01)
+        nengo.Connection(net.ens, out, synapse=synapse)
         net.p = nengo.Probe(out)
         net.pn = nengo.Probe(net.ens.neurons)
     x = rng.uniform(-1, 1, (n, steps, d))
@@ -115,7 +115,7 @@ def test_none_objective_takes_the_gradient_as_given(rng):
 
 
 def test_softmax_cross_entropy_trains(rng):
-    net, x, _ = net_and_data(rng, n=8, steps=1)
+    net, x, _ = net_and_data(rng, n=8, steps=1, synapse=None)
     labels = (x[..., 0] > x[..., 1]).astype(int)
     onehot = np.eye(2)[labels]
     data = {net.inp: x, net.p: onehot}

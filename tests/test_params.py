@@ -1,0 +1,166 @@
+"""sim.data after training, save_params / load_params, freeze_params."""
+
+import os
+
+import numpy as np
+import pytest
+import nengo
+from nengo.exceptions import SimulationError, ValidationError
+
+import nengo_onnx
+from nengo_onnx import optimizers
+
+
+def build(neuron_type=None, n_neurons=12, seed=0):
+    neuron_type = neuron_type or nengo.LIFRate(amplitude=0.01)
+    with nengo.Network(seed=seed) as net:
+        net.inp = nengo.Node(np.zeros(2))
+        net.a = nengo.Ensemble(n_neurons, 2, neuron_type=neuron_type, radius=1.5)
+        net.b = nengo.Ensemble(10, 2, neuron_type=neuron_type)
+        net.out = nengo.Node(size_in=2)
+        net.c_in = nengo.Connection(net.inp, net.a, synapse=None, transform=[[1, 0.2], [0, 1]])
+        net.c_ab = nengo.Connection(net.a, net.b, synapse=0.005, function=lambda x: x**2)
+        net.c_full = nengo.Connection(net.a.neurons, net.b.neurons, synapse=0.005,
+                                      transform=np.zeros((10, n_neurons)))
+        net.c_out = nengo.Connection(net.b, net.out, synapse=0.005)
+        net.p = nengo.Probe(net.out)
+    return net
+
+
+def trained(rng, net, minibatch_size=2, **kwargs):
+    x = rng.uniform(-1, 1, (4, 4, 2))
+    sim = nengo_onnx.Simulator(net, minibatch_size=minibatch_size, progress_bar=False,
+                               **kwargs)
+    sim.train({net.inp: x, net.p: x**2}, optimizers.Adam(0.02), n_epochs=3)
+    return sim, x
+
+
+def params_of(sim, net):
+    return {
+        "a.encoders": np.array(sim.data[net.a].encoders),
+        "a.scaled": np.array(sim.data[net.a].scaled_encoders),
+        "a.bias": np.array(sim.data[net.a].bias),
+        "b.bias": np.array(sim.data[net.b].bias),
+        "c_in": np.array(sim.data[net.c_in].weights),
+        "c_ab": np.array(sim.data[net.c_ab].weights),
+        "c_full": np.array(sim.data[net.c_full].weights),
+        "c_out": np.array(sim.data[net.c_out].weights),
+    }
+
+
+def test_sim_data_shows_trained_values(rng):
+    net = build()
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        initial = params_of(ref, net)
+    sim, _ = trained(rng, net)
+    with sim:
+        after = params_of(sim, net)
+        for key in initial:
+            assert after[key].shape == initial[key].shape
+            assert not np.allclose(after[key], initial[key]), key
+        gain = sim.data[net.a].gain
+        assert np.allclose(after["a.scaled"], after["a.encoders"] * gain[:, None] / 1.5)
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_save_load_round_trip(rng, tmp_path, optimize):
+    net = build()
+    sim, x = trained(rng, net, optimize=optimize)
+    with sim:
+        sim.run_steps(4, data={net.inp: x[:2]})  # some state to save
+        saved = params_of(sim, net)
+        path = sim.save_params(tmp_path / "params")
+        assert os.path.exists(path)
+        assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []
+        sim.run_steps(4, data={net.inp: x[2:]})
+        expected = np.array(sim.data[net.p][:, 4:])
+    # another simulator of the same network structure gets parameters and state
+    with nengo_onnx.Simulator(build(), minibatch_size=2, optimize=optimize,
+                              progress_bar=False) as sim2:
+        sim2.load_params(tmp_path / "params")
+        loaded = params_of(sim2, net=sim2.network)
+        for key in saved:
+            assert np.allclose(loaded[key], saved[key], atol=1e-7), key
+        sim2.run_steps(4, data={sim2.network.inp: x[2:]})
+        assert np.allclose(sim2.data[sim2.network.p], expected, atol=1e-5)
+    # parameters are stored per object: the signal layout (optimize) does not matter
+    with nengo_onnx.Simulator(build(), optimize=not optimize, progress_bar=False) as sim3:
+        sim3.load_params(tmp_path / "params.npz")
+        loaded = params_of(sim3, net=sim3.network)
+        for key in saved:
+            assert np.allclose(loaded[key], saved[key], atol=1e-7), key
+
+
+def test_rate_params_load_into_spiking_network(rng, tmp_path):
+    net = build(nengo.LIFRate(amplitude=0.01))
+    sim, _ = trained(rng, net)
+    with sim:
+        sim.save_params(str(tmp_path / "rate"))
+        saved = params_of(sim, net)
+    spiking = build(nengo.LIF(amplitude=0.01))
+    with nengo_onnx.Simulator(spiking, minibatch_size=2, progress_bar=False) as sim2:
+        sim2.load_params(str(tmp_path / "rate"))
+        loaded = params_of(sim2, spiking)
+        for key in saved:
+            assert np.allclose(loaded[key], saved[key]), key
+        sim2.run_steps(5)
+
+
+def test_load_mismatch_is_named(rng, tmp_path):
+    net = build()
+    with nengo_onnx.Simulator(net, progress_bar=False) as sim:
+        sim.save_params(tmp_path / "p")
+    with nengo_onnx.Simulator(build(n_neurons=13), progress_bar=False) as other:
+        with pytest.raises(SimulationError, match=r"a\.encoders|ensemble_0\.encoders|shape"):
+            other.load_params(tmp_path / "p")
+    with nengo.Network() as small:
+        nengo.Ensemble(5, 1)
+    with nengo_onnx.Simulator(small, progress_bar=False) as other:
+        with pytest.raises(ValidationError, match="lacks"):
+            other.load_params(tmp_path / "p")
+        with pytest.raises(ValidationError, match="no saved parameters"):
+            other.load_params(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("minibatch_size", [None, 2])
+def test_freeze_params_reproduces_in_nengo(rng, minibatch_size):
+    net = build()
+    sim, x = trained(rng, net, minibatch_size=minibatch_size)
+    with sim:
+        sim.reset()
+        sim.run_steps(10)
+        expected = np.array(sim.data[net.p])
+        if minibatch_size:
+            expected = expected[0]
+        sim.freeze_params(net)
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(10)
+    assert np.allclose(ref.data[net.p], expected, atol=1e-5)
+    # and into nengo_onnx again, from the frozen objects
+    with nengo_onnx.Simulator(net, progress_bar=False) as sim2:
+        sim2.run_steps(10)
+        assert np.allclose(sim2.data[net.p], expected, atol=1e-5)
+
+
+def test_freeze_some_objects(rng):
+    net = build()
+    sim, _ = trained(rng, net)
+    with sim:
+        trained_bias = np.array(sim.data[net.b].bias)
+        trained_weights = np.array(sim.data[net.c_out].weights)
+        sim.freeze_params([net.b, net.c_out])
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        assert np.allclose(ref.data[net.b].bias, trained_bias)
+        assert np.allclose(ref.data[net.c_out].weights, trained_weights)
+        assert not np.allclose(ref.data[net.c_in].weights, sim.data[net.c_in].weights)
+
+
+def test_freeze_errors():
+    net = build()
+    with nengo.Network():
+        stranger = nengo.Ensemble(3, 1)
+    with nengo_onnx.Simulator(net, progress_bar=False) as sim:
+        with pytest.raises(ValidationError, match="Networks, Ensembles or Connections"):
+            sim.freeze_params([net.p])
+        with pytest.raises(ValidationError, match="not in this simulator"):
+            sim.freeze_params(stranger)
