@@ -17,6 +17,7 @@ import json
 import os
 import runpy
 import sys
+import warnings
 from collections import Counter
 
 DESCRIPTION = "Compile Nengo networks to portable ONNX files, and run and inspect them."
@@ -142,7 +143,8 @@ def _default_output(spec):
 def compile_command(args):
     from .export import export_network  # noqa: PLC0415  (imports nengo)
 
-    if args.params is not None and not os.path.isfile(args.params):
+    if args.params is not None and not any(
+            os.path.isfile(p) for p in (args.params, f"{args.params}.npz")):
         raise CLIError(f"no such params file: {args.params}")
     network = load_network(args.model)
     output = args.output or _default_output(args.model)
@@ -336,7 +338,9 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            return args.func(args) or 0
     except KeyboardInterrupt:
         if getattr(args, "debug", False):
             raise
@@ -351,6 +355,14 @@ def main(argv=None):
             message = f"{type(err).__name__}: {message} (run with --debug for the traceback)"
         sys.stderr.write(f"nengo-onnx {args.command}: error: {message}\n")
         return 1
+
+
+def _one_line_warning(command):
+    def show(message, category, filename, lineno, file=None, line=None):
+        stream = sys.stderr if file is None else file
+        stream.write(f"nengo-onnx {command}: warning: {_one_line(message)}\n")
+
+    return show
 
 
 def _known_errors():

@@ -89,11 +89,12 @@ def emit_block(
     probe_outputs = []
     for key, sig in probes:
         values = records[key]
-        shape = [minibatch_size, 1, *sig.shape]
-        parts = [ctx.reshape(v, shape) for v in values]
-        value = parts[0] if len(parts) == 1 else graph.node("Concat", parts, axis=1)
-        out_name = f"probe.{sanitize(key)}"
         full = [minibatch_size, len(values), *sig.shape]
+        # steps side by side along the feature axis, then one Reshape to [B, K, ...]
+        parts = [ctx.reshape(v, [minibatch_size, -1]) for v in values]
+        value = parts[0] if len(parts) == 1 else graph.node("Concat", parts, axis=1)
+        value = ctx.reshape(value, full)
+        out_name = f"probe.{sanitize(key)}"
         graph.output(out_name, value, signals.dtype_of(sig, dtype), full)
         probe_outputs.append((key, out_name, tuple(sig.shape)))
 

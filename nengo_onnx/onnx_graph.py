@@ -40,15 +40,20 @@ class GraphBuilder:
         self.functions = []
         self.extra_opsets = {}
         self._used = set()
+        self._counters = {}  # next suffix to try per name hint (keeps naming linear)
         self._const_cache = {}
+        # static shapes of values where known (lets no-op Reshapes and Expands go)
+        self.shapes = {}
         self.doc = None  # doc_string attached to nodes made while set
 
     def unique(self, hint):
         hint = str(hint) or "v"
-        name, i = hint, 0
+        i = self._counters.get(hint, 0)
+        name = hint if i == 0 else f"{hint}_{i}"
         while name in self._used:
             i += 1
             name = f"{hint}_{i}"
+        self._counters[hint] = i + 1
         self._used.add(name)
         return name
 
@@ -75,6 +80,7 @@ class GraphBuilder:
             if key in self._const_cache:
                 return self._const_cache[key]
         out = self.initializer(name or "const", arr)
+        self.shapes[out] = tuple(arr.shape)
         if key is not None:
             self._const_cache[key] = out
         return out
@@ -87,6 +93,8 @@ class GraphBuilder:
 
     def input(self, name, dtype, shape):
         self._used.add(name)
+        if all(isinstance(d, int) for d in shape):
+            self.shapes[name] = tuple(shape)
         self.inputs.append(helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape)))
         return name
 

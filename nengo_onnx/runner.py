@@ -327,8 +327,8 @@ def run_command(args, out=None, err=None):
     if args.output:
         save_outputs(args.output, outputs)
     if not args.quiet:
-        out.write(f"ran {model.last_n_steps} steps ({model.form} model, {model.steps} steps per call) in "
-                  f"{elapsed:.2f} s\n")
+        out.write(f"ran {model.last_n_steps} steps ({model.form} model, {model.steps} steps "
+                  f"per call) in {elapsed:.2f} s\n")
         for name, value in outputs.items():
             stats = (f"mean {value.mean():.4g}, min {value.min():.4g}, max {value.max():.4g}"
                      if value.size else "empty")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 from nengo.base import NengoObject
 from nengo.ensemble import Neurons
+from nengo.transforms import SparseMatrix
 
 
 def sanitize(text):
@@ -40,6 +41,8 @@ def unique_names(objs, name_fn=object_name):
 
 
 def _dense(value):
+    if isinstance(value, SparseMatrix):
+        value = value.allocate()  # as nengo's SignalDict.init does (warns without scipy)
     return value.toarray() if hasattr(value, "toarray") else np.asarray(value)
 
 

@@ -56,6 +56,8 @@ class Simulator:
         Show progress while building and simulating.
     optimize : bool
         Run the merge and simplify passes (the results are the same either way).
+    threads : int, optional
+        onnxruntime's intra-op threads (default: one per core).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Simulator:
         self.optimize = optimize
         self.minibatch_size = minibatch_size
         self.unroll = int(unroll_simulation)
+        self.threads = threads
         self.dtype = np.dtype(get_setting(network, "dtype"))
 
         if model is None:
@@ -111,6 +114,7 @@ class Simulator:
     def _compile(self, network):
         nodes = input_nodes(network) if network is not None else []
         self._input_names = unique_names(nodes)
+        self.n_built_operators = len(self.model.operators)  # before the passes
         graph = operator_graph(self.model)
         graph.graph["input_nodes"] = self._input_names
         self.graph = run_passes(graph, optimize=self.optimize)
@@ -121,7 +125,7 @@ class Simulator:
         probes = [(probe_names[p], self.model.sig[p]["in"]) for p in self.model.probes]
         self.runtime = Runtime(
             self.graph, self.signals, probes, minibatch_size=self.minibatch_size or 1,
-            dtype=self.dtype, dt=self.model.dt, unroll_steps=self.unroll,
+            dtype=self.dtype, dt=self.model.dt, unroll_steps=self.unroll, threads=self.threads,
         )
         if self.runtime.unrolled:
             self.runtime.block(self.unroll)  # compile now: errors belong to construction

@@ -264,6 +264,16 @@ def test_trained_params_round_trip(tmp_path, capsys):
     with np.load(tmp_path / "y.npz") as out:
         assert np.allclose(out["y"], trained, atol=1e-5)
 
+    # another batch size: the saved (batch 4) state does not matter, no warning
+    code, _, err = run_main(capsys, "compile", f"{model}:build", "-o", path, "--params",
+                            tmp_path / "params", "--fixed", 10)
+    assert code == 0 and err == "", err
+    np.savez(tmp_path / "x.npz", x=x[2:3])
+    assert run_main(capsys, "run", path, "--inputs", tmp_path / "x.npz", "-o",
+                    tmp_path / "y.npz")[0] == 0
+    with np.load(tmp_path / "y.npz") as out:
+        assert np.allclose(out["y"], trained[2:3], atol=1e-5)
+
 
 def test_main_job_command_in_subprocess(tmp_path):
     """The README's command: compile the shipped example and run it."""

@@ -448,3 +448,48 @@ def test_argument_errors(rng):
         sim.train(data, optimizers.SGD())
     with pytest.raises(SimulatorClosed):
         sim.loss(data)
+
+
+def test_inputs_without_data_keep_their_output(rng):
+    """A Node that data does not override (a function of time) still drives training."""
+    with nengo.Network(seed=0) as net:
+        stim = nengo.Node(lambda t: [np.sin(50 * t), np.cos(50 * t)])
+        ens = nengo.Ensemble(20, 2, neuron_type=nengo.RectifiedLinear(amplitude=0.01))
+        out = nengo.Node(size_in=2)
+        nengo.Connection(stim, ens, synapse=None)
+        nengo.Connection(ens, out, synapse=None)
+        p = nengo.Probe(out)
+    steps = 6
+    t = np.arange(1, steps + 1) * 0.001
+    target = np.stack([np.sin(50 * t) ** 2, np.cos(50 * t) ** 2], axis=-1)
+    data = {p: np.tile(target, (4, 1, 1))}
+    with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        before = sim.loss(data)
+        sim.train(data, optimizers.Adam(0.01), n_epochs=10)
+        assert sim.loss(data) < before
+
+
+def test_repeated_training_reuses_graphs(rng):
+    net = feedforward()
+    x, y = square_data(rng, n=4)
+    data = {net.inp: x, net.p: y}
+    with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        losses = [sim.train(data, optimizers.SGD(0.05))["loss"][0] for _ in range(3)]
+        assert len(training._training_state(sim).compiled) == 1
+        assert losses[2] < losses[1] < losses[0]  # each call continues from the last
+
+
+def test_untrainable_network_is_reported(rng):
+    """Operators that only run in Python cannot be differentiated."""
+    with nengo.Network(seed=0) as net:
+        inp = nengo.Node(np.zeros(2))
+        ens = nengo.Ensemble(10, 2)
+        host = nengo.Node(lambda t, x: np.tanh(x), size_in=2, size_out=2)
+        nengo.Connection(inp, ens, synapse=None)
+        nengo.Connection(ens, host, synapse=None)
+        p = nengo.Probe(host)
+    x, y = square_data(rng, n=2)
+    with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        assert np.isfinite(sim.loss({inp: x, p: y}))
+        with pytest.raises(nengo.exceptions.SimulationError, match="Python"):
+            sim.train({inp: x, p: y}, optimizers.SGD())

@@ -20,7 +20,8 @@ from nengo.exceptions import BuildError
 def view_indices(sig):
     """Flat indices into ``sig.base`` of each element of ``sig``, shaped like ``sig``."""
     if not sig.is_view:
-        return np.arange(sig.size).reshape(sig.shape)
+        # (a sparse signal's ``size`` counts its nonzeros, not its elements)
+        return np.arange(int(np.prod(sig.shape))).reshape(sig.shape)
     idx = np.full(sig.shape, sig.elemoffset, dtype=np.int64)
     for axis, stride in enumerate(sig.elemstrides):
         shape = [1] * len(sig.shape)
@@ -89,10 +90,32 @@ class EmitContext:
         return self.const(np.asarray(value, dtype=self.dtype))
 
     def reshape(self, value, shape):
-        return self.node("Reshape", [value, self.const(np.asarray(shape, dtype=np.int64))])
+        """``value`` reshaped to ``shape`` (no node when it has that shape already)."""
+        shape = tuple(int(d) for d in shape)
+        known = self.graph.shapes.get(value)
+        if known is not None and -1 in shape:
+            rest = int(np.prod([d for d in shape if d != -1]))
+            shape = tuple(int(np.prod(known)) // max(rest, 1) if d == -1 else d for d in shape)
+        if known == shape:
+            return value
+        out = self.node("Reshape", [value, self.const(np.asarray(shape, dtype=np.int64))])
+        if -1 not in shape:
+            self.graph.shapes[out] = shape
+        return out
 
     def expand(self, value, shape):
-        return self.node("Expand", [value, self.const(np.asarray(shape, dtype=np.int64))])
+        """``value`` broadcast to ``shape`` (no node when it has that shape already)."""
+        shape = tuple(int(d) for d in shape)
+        if self.graph.shapes.get(value) == shape:
+            return value
+        out = self.node("Expand", [value, self.const(np.asarray(shape, dtype=np.int64))])
+        self.graph.shapes[out] = shape
+        return out
+
+    def known_shape(self, value, shape):
+        """Record that ``value`` has ``shape`` (emitters may call this; it saves Reshapes)."""
+        self.graph.shapes[value] = tuple(int(d) for d in shape)
+        return value
 
     def dtype_of(self, sig):
         return self.signals.dtype_of(sig, self.dtype)
@@ -111,6 +134,7 @@ class EmitContext:
             if not self.signals.is_static(base):
                 raise BuildError(f"Pass developer: state signal {base} has no value")
             self.env[base] = self.signals.initializer(self.graph, base, self.dtype)
+            self.known_shape(self.env[base], self.shape(base))
         return self.env[base]
 
     def read(self, sig):
@@ -127,7 +151,7 @@ class EmitContext:
                     value = self.reshape(value, self.shape(sig))
             else:
                 value = self._gather(self._flat(value, base), idx, batched)
-        self._read_cache[sig] = value
+        self._read_cache[sig] = self.known_shape(value, self.shape(sig))
         return value
 
     def read_batched(self, sig):
@@ -186,7 +210,7 @@ class EmitContext:
                 value = self.node("Add", [self._base_value(base), value])
         else:
             value = self._scatter(base, idx, value, mode)
-        self.env[base] = value
+        self.env[base] = self.known_shape(value, self.shape(base))
         self._invalidate(base)
 
     def _scatter(self, base, idx, value, mode):
@@ -238,15 +262,13 @@ class EmitContext:
         dtype = self.dtype if dtype is None else np.dtype(dtype)
         if key not in self._step_inputs:
             name = self.graph.input(key, dtype, [self.B, self.n_steps, *shape])
-            if self.n_steps == 1:
-                parts = [name]
-            else:
-                parts = self.graph.node(
-                    "Split", [name], n_outputs=self.n_steps, axis=1, num_outputs=self.n_steps
-                )
-            parts = [self.reshape(p, [self.B, *shape]) for p in parts]
-            self._step_inputs[key] = (tuple(shape), dtype, parts)
-        return self._step_inputs[key][2][self.t]
+            self._step_inputs[key] = (tuple(shape), dtype, name, {})
+        shape, _, name, parts = self._step_inputs[key]
+        if self.t not in parts:
+            step = self.const(np.array(self.t, dtype=np.int64))
+            parts[self.t] = self.known_shape(
+                self.node("Gather", [name, step], axis=1), (self.B, *shape))
+        return parts[self.t]
 
     @property
     def step_inputs(self):

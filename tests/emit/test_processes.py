@@ -300,14 +300,6 @@ def host_net(kind):
     return make
 
 
-HOST_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="runtime: ONNX segments get no feed for bases they only read, and an ONNX "
-    "segment of only SimProbes has no outputs (see the report's runtime.py diff)",
-)
-
-
-@HOST_XFAIL
 @pytest.mark.parametrize("optimize, unroll, minibatch_size", CONFIGS[:2], ids=CONFIG_IDS[:2])
 @pytest.mark.parametrize("kind", ["node", "connection", "probe", "linear_subclass"])
 def test_host_process(kind, optimize, unroll, minibatch_size):
