@@ -82,11 +82,23 @@ class HostOp:
             sd = SignalDict()
             for base in bases:
                 sd.init(base)
+                if base.readonly:
+                    # a private copy, so trained values can be written in later
+                    dict.__setitem__(sd, base, np.array(dict.__getitem__(sd, base)))
             try:
                 step = op.make_step(sd, dt, rng)
             except Exception as err:
                 raise SimulationError(f"Cannot run {op} in Python: {err}") from err
             self.items.append((sd, step))
+        self.load_values()
+
+    def load_values(self):
+        """Copy trained or loaded parameter values into the Python-side signals."""
+        for sd, _ in self.items:
+            for base in self.bases:
+                if base in self.plan.values:
+                    dict.__getitem__(sd, base)[...] = self.plan.values[base]
+        return self
 
     def __call__(self, store, step_number):
         time_base = self.plan.model.time.base

@@ -23,6 +23,14 @@ NP_TO_ONNX = {
 }
 
 
+#: ops whose output has the broadcast shape of their inputs
+ELEMENTWISE = frozenset(
+    "Abs Add And Cast Ceil Clip Cos Div Equal Erf Exp Floor Greater GreaterOrEqual Identity "
+    "Less LessOrEqual Log Max Min Mod Mul Neg Not Or Pow Reciprocal Relu Round Sigmoid Sign "
+    "Sin Softplus Sqrt Sub Tanh Where Xor".split()
+)
+
+
 def onnx_dtype(dtype):
     return NP_TO_ONNX[np.dtype(dtype)]
 
@@ -67,6 +75,10 @@ class GraphBuilder:
         if self.doc:
             node.doc_string = self.doc
         self.nodes.append(node)
+        if op_type in ELEMENTWISE and n_outputs == 1:
+            shapes = [self.shapes.get(i) for i in inputs if i]
+            if shapes and all(s is not None for s in shapes):
+                self.shapes[outputs[0]] = tuple(np.broadcast_shapes(*shapes))
         return outputs[0] if n_outputs == 1 else outputs
 
     def const(self, value, dtype=None, name=None):

@@ -133,7 +133,9 @@ def prepare_for_gradients(model, param_names):
        parts, zeros), Pad(computed part), ...)``.
     """
     graph = model.graph
-    shapes = _shapes(shape_inference.infer_shapes(model).graph)
+    inferred = shape_inference.infer_shapes(model).graph
+    shapes = _shapes(inferred)
+    floats = _float_values(inferred)
     for node in graph.node:
         if node.op_type == "Transpose" and not any(a.name == "perm" for a in node.attribute):
             shape = shapes.get(node.input[0])
@@ -141,7 +143,7 @@ def prepare_for_gradients(model, param_names):
                 node.attribute.append(
                     helper.make_attribute("perm", list(range(len(shape)))[::-1]))
     _unfuse_slices(model, shapes)
-    _split_constant_concats(model, shapes, param_names)
+    _split_constant_concats(model, shapes, floats, param_names)
     nodes, counter = [], 0
     for node in graph.node:
         seen = set()
@@ -157,6 +159,14 @@ def prepare_for_gradients(model, param_names):
     if counter:
         del graph.node[:]
         graph.node.extend(nodes)
+
+
+def _float_values(graph):
+    """Names of the float32 values of a (shape-inferred) graph."""
+    names = {v.name for v in list(graph.input) + list(graph.value_info) + list(graph.output)
+             if v.type.tensor_type.elem_type == 1}
+    names.update(init.name for init in graph.initializer if init.data_type == 1)
+    return names
 
 
 def _shapes(graph):
@@ -265,13 +275,14 @@ def _constant_values(graph, param_names):
     return const
 
 
-def _split_constant_concats(model, shapes, param_names):
+def _split_constant_concats(model, shapes, floats, param_names):
     graph = model.graph
     const = _constant_values(graph, param_names)
     nodes = []
     for node in graph.node:
         parts = list(node.input)
-        if (node.op_type != "Concat" or not any(p in const for p in parts)
+        if (node.op_type != "Concat" or node.output[0] not in floats
+                or not any(p in const for p in parts)
                 or all(p in const for p in parts)):
             nodes.append(node)
             continue

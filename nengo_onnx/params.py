@@ -70,23 +70,7 @@ def refresh(sim, keep_training_graphs=False):
     (``keep_training_graphs``: their parameters are loaded at every `train`).
     """
     update_built_params(sim)
-    runtime = sim.runtime
-    invalidate = getattr(runtime, "invalidate", None)
-    if invalidate is not None:
-        invalidate()
-    else:
-        runtime._blocks.clear()
-        if not runtime.unrolled and runtime._compiled_segments is not None:
-            old = getattr(runtime, "_host_segments", None)
-            runtime._compiled_segments = None
-            rng, runtime.rng = getattr(runtime, "rng", None), np.random.RandomState(0)
-            try:
-                new = runtime._segments(runtime.rng)
-            finally:
-                runtime.rng = rng
-            if old is not None:
-                runtime._host_segments = [o if kind == "host" else n for (kind, o), (_, n)
-                                          in zip(old, new)]
+    sim.runtime.invalidate()
     if not keep_training_graphs:
         _training_state(sim).compiled.clear()
 

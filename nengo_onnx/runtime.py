@@ -56,7 +56,8 @@ class Runtime:
             self._blocks[n_steps] = (block, self._session(block))
         return self._blocks[n_steps]
 
-    def _segments(self, rng):
+    def _segments(self):
+        """The step's segments: ``("onnx", (block, session))`` or ``("host", op)``."""
         if self._compiled_segments is None:
             compiled = []
             for kind, item in self.segments:
@@ -80,11 +81,18 @@ class Runtime:
                 )
                 compiled.append(("onnx", (block, self._session(block))))
             self._compiled_segments = compiled
-        return [
-            ("host", HostOp(item, self.signals, self.B, self.dt, rng)) if kind == "host"
-            else (kind, item)
-            for kind, item in self._compiled_segments
-        ]
+        return self._compiled_segments
+
+    def invalidate(self):
+        """Forget compiled models (parameters changed); Python operators keep their state."""
+        self._blocks.clear()
+        if self._compiled_segments is not None:
+            self._compiled_segments = None
+            hosts = iter([item for kind, item in self._host_segments if kind == "host"])
+            self._host_segments = [
+                ("host", next(hosts).load_values()) if kind == "host" else (kind, item)
+                for kind, item in self._segments()
+            ]
 
     # -- running ---------------------------------------------------------------------------
 
@@ -98,11 +106,13 @@ class Runtime:
             if self.signals.batched(base):
                 value = np.broadcast_to(value, (self.B, *value.shape))
             self.store[base] = np.array(value)
-        self.signals.store = self.store
-        self.signals.minibatch_size = self.B
         self.n_steps = 0
         if not self.unrolled:
-            self._host_segments = self._segments(self.rng)
+            self._host_segments = [
+                ("host", HostOp(item, self.signals, self.B, self.dt, self.rng))
+                if kind == "host" else (kind, item)
+                for kind, item in self._segments()
+            ]
 
     def _step_inputs(self, block, start, n_steps, data):
         feeds = {}

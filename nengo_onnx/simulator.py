@@ -1,5 +1,6 @@
 """``nengo_onnx.Simulator``: Nengo's Simulator API on ONNX, with NengoDL's batching."""
 
+import os
 import warnings
 from collections.abc import Mapping
 
@@ -58,6 +59,8 @@ class Simulator:
         Run the merge and simplify passes (the results are the same either way).
     threads : int, optional
         onnxruntime's intra-op threads (default: one per core).
+    tensorboard : str, optional
+        Directory for TensorBoard summaries written by ``train(summaries=...)``.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Simulator:
         progress_bar=True,
         optimize=True,
         threads=None,
+        tensorboard=None,
     ):
         self.closed = True  # until construction succeeds
         if unroll_simulation is None or int(unroll_simulation) != unroll_simulation \
@@ -89,6 +93,8 @@ class Simulator:
         self.minibatch_size = minibatch_size
         self.unroll = int(unroll_simulation)
         self.threads = threads
+        # where train(summaries=[...]) writes TensorBoard events (run_<n> per simulator)
+        self.tensorboard = None if tensorboard is None else os.fspath(tensorboard)
         self.dtype = np.dtype(get_setting(network, "dtype"))
 
         if model is None:
@@ -209,6 +215,9 @@ class Simulator:
         if seed is not None:
             self.seed = seed
         self.runtime.reset(self.seed)
+        # sim.signals[sig] reads the current state, as nengo's SignalDict does
+        self.signals.store = self.runtime.store
+        self.signals.minibatch_size = self.runtime.B
         self._n_steps = 0
         self._probe_data = {p: [] for p in self.model.probes}
         self.data.reset()

@@ -204,7 +204,7 @@ def write(base_array, sig, value):
 
 def element_mask(base, sigs):
     """Boolean mask (shaped like ``base``) of the elements that ``sigs`` view."""
-    mask = np.zeros(base.size, dtype=bool)
+    mask = np.zeros(int(np.prod(base.shape)), dtype=bool)
     for sig in sigs:
         mask[view_indices(sig).ravel()] = True
     return mask.reshape(base.shape)

@@ -111,7 +111,7 @@ def _fusable(reset, writers):
         return None
     base = reset.dst.base
     elements = indices(reset.dst).ravel()
-    mask = np.zeros(base.size, dtype=bool)
+    mask = np.zeros(int(np.prod(base.shape)), dtype=bool)
     mask[elements] = True
     touching = [
         op for op in writers if op is not reset

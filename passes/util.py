@@ -17,7 +17,8 @@ from nengo_onnx.graph import rebuild
 def indices(sig):
     """Flat indices into ``sig.base`` of each element of ``sig``, shaped like ``sig``."""
     if not sig.is_view:
-        return np.arange(sig.size).reshape(sig.shape)
+        # a sparse signal's ``size`` counts its nonzeros, not its elements
+        return np.arange(int(np.prod(sig.shape))).reshape(sig.shape)
     idx = np.full(sig.shape, sig.elemoffset, dtype=np.int64)
     for axis, stride in enumerate(sig.elemstrides):
         shape = [1] * len(sig.shape)
@@ -57,7 +58,7 @@ class LiveMask:
     def add(self, sig):
         base = sig.base
         if base not in self.masks:
-            self.masks[base] = np.zeros(base.size, dtype=bool)
+            self.masks[base] = np.zeros(int(np.prod(base.shape)), dtype=bool)
         self.masks[base][indices(sig).ravel()] = True
 
     def any(self, sig):

@@ -116,6 +116,11 @@ def emit_bsr_dot_inc(op, ctx):
     x_b = ctx.batched(op.X)
     a = ctx.read(op.A)  # [(B,) k, r, c]
     x = ctx.read(op.X)
+    n_cols = int(np.prod(op.X.shape)) // c
+    if x_b and not ctx.batched(op.A) and n_rows * r * n_cols * c <= max(4 * a_size(op), 2**16):
+        value = ctx.node("MatMul", [ctx.reshape(x, [ctx.B, n_cols * c]), _bsr_dense_t(op, ctx, a)])
+        ctx.inc(op.Y, ctx.reshape(value, ctx.shape(op.Y, True)))
+        return
     x_blocks = ctx.reshape(x, [ctx.B, -1, c] if x_b else [-1, c])
     gathered = ctx.node("Gather", [x_blocks, ctx.const(np.asarray(op.indices))],
                         axis=1 if x_b else 0)  # [(B,) k, c]
@@ -132,6 +137,38 @@ def emit_bsr_dot_inc(op, ctx):
     else:
         value = ctx.node("MatMul", [ctx.const(rows), products])
     ctx.inc(op.Y, ctx.reshape(value, ctx.shape(op.Y, batched)), batched=batched)
+
+
+def a_size(op):
+    return int(np.prod(op.A.shape))
+
+
+def _bsr_dense_t(op, ctx, a):
+    """The transposed dense matrix of a block-sparse ``A``, built in the graph.
+
+    Small merged matrices (nengo merges one DotInc per connection into a
+    ``BsrDotInc``) multiply faster as one dense ``MatMul`` than block by block.
+    The matrix is built from ``A`` by graph ops, so it stays a function of the
+    parameter (trainable), and onnxruntime folds it to a constant for inference.
+    Built once per emitted block.
+    """
+    key = ("bsr_dense_t", a)
+    if key not in ctx.cache:
+        k, r, c = op.A.shape
+        n_rows = len(op.indptr) - 1
+        n_cols = int(np.prod(op.X.shape)) // c
+        rows = np.zeros((n_rows, k))
+        cols = np.zeros((k, n_cols))
+        for row in range(n_rows):
+            rows[row, op.indptr[row]:op.indptr[row + 1]] = 1
+        cols[np.arange(k), op.indices] = 1
+        # placed[k, a, j, b] = A[k, a, b] * (block k sits in block column j)
+        placed = ctx.node("Mul", [ctx.reshape(a, [k, r, 1, c]),
+                                  ctx.const(cols.reshape(k, 1, n_cols, 1))])
+        dense = ctx.node("MatMul", [ctx.const(rows), ctx.reshape(placed, [k, r * n_cols * c])])
+        dense = ctx.reshape(dense, [n_rows * r, n_cols * c])
+        ctx.cache[key] = ctx.known_shape(ctx.node("Transpose", [dense]), (n_cols * c, n_rows * r))
+    return ctx.cache[key]
 
 
 @emitter(FeedInput)

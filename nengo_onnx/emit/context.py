@@ -69,6 +69,7 @@ class EmitContext:
         self._read_cache = {}  # sig -> value name, cleared when the base changes
         self._step_inputs = {}  # key -> (shape, dtype, [per-step values])
         self.op = None  # the operator being emitted
+        self.cache = {}  # values emitters compute once per block (e.g. dense matrices)
 
     # -- node helpers --------------------------------------------------------------
 
@@ -167,10 +168,7 @@ class EmitContext:
         lead = [self.B] if batched else []
         span = _contiguous(idx)
         if span is not None:
-            out = self.node(
-                "Slice",
-                [flat, self.const([span[0]]), self.const([span[1]]), self.const([axis])],
-            )
+            out = self._slice(flat, span[0], span[1], axis)
             return self.reshape(out, lead + list(idx.shape))
         return self.node("Gather", [flat, self.const(idx)], axis=axis)
 
@@ -243,9 +241,13 @@ class EmitContext:
         return self.reshape(out, self.shape(base))
 
     def _slice(self, value, start, stop, axis):
-        return self.node(
+        out = self.node(
             "Slice", [value, self.const([start]), self.const([stop]), self.const([axis])]
         )
+        shape = self.graph.shapes.get(value)
+        if shape is not None:
+            self.known_shape(out, shape[:axis] + (stop - start,) + shape[axis + 1:])
+        return out
 
     def _invalidate(self, base):
         for sig in [s for s in self._read_cache if s.base is base]:

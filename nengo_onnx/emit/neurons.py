@@ -278,25 +278,33 @@ def emit_lif(neurons, ctx, J, state):
     Implements ``ref -= dt``, ``v -= (J - v) * expm1(-clip(dt - ref, 0, dt) / tau_rc)``;
     where ``v > 1``: ``output = amplitude / dt``, ``v = 0`` and
     ``ref = tau_ref + dt + tau_rc * log1p((1 - v) / (J - 1))``; ``v >= min_voltage``.
+
+    Written with few nodes, since every node costs a kernel launch per step: the
+    decay of a full step is a constant (``expm1`` in float64), so only neurons
+    leaving their refractory period mid-step compute one; the spike time is only
+    used where a neuron spiked, and ``J - 1`` is floored so other neurons never
+    produce inf or NaN there.
     """
     dt = ctx.dt
-    one, zero = ctx.scalar(1.0), ctx.scalar(0.0)
+    zero = ctx.scalar(0.0)
     v, ref = state["voltage"], state["refractory_time"]
-    tau_rc = _param(ctx, neurons.tau_rc)
+    tau_rc = np.asarray(neurons.tau_rc, dtype=np.float64)
     ref = _sub(ctx, ref, ctx.scalar(dt))
+    partial = ctx.node("Greater", [ref, zero])
     delta_t = ctx.node("Clip", [_sub(ctx, ctx.scalar(dt), ref), zero, ctx.scalar(dt)])
-    decay = _expm1(ctx, ctx.node("Neg", [ctx.node("Div", [delta_t, tau_rc])]))
+    partial_decay = _sub(ctx, ctx.node("Exp", [_mul(ctx, delta_t, _param(ctx, -1 / tau_rc))]),
+                         ctx.scalar(1.0))
+    decay = ctx.node("Where", [partial, partial_decay, _param(ctx, np.expm1(-dt / tau_rc))])
     v = _sub(ctx, v, _mul(ctx, _sub(ctx, J, v), decay))
-    spiked = ctx.node("Greater", [v, one])
+    spiked = ctx.node("Greater", [v, ctx.scalar(1.0)])
     output = ctx.node("Where", [spiked, _param(ctx, neurons.amplitude / dt), zero])
-    # spike time: dt + tau_rc * log1p(-(v - 1) / (J - 1)), only where spiked
-    safe_j = ctx.node("Where", [spiked, _sub(ctx, J, one), one])
-    frac = ctx.node("Div", [_sub(ctx, v, one), safe_j])
-    frac = ctx.node("Where", [spiked, frac, zero])
-    t_spike = _add(ctx, ctx.scalar(dt), _mul(ctx, tau_rc, _log1p(ctx, ctx.node("Neg", [frac]))))
-    v = ctx.node("Max", [v, _param(ctx, neurons.min_voltage)])
-    v = ctx.node("Where", [spiked, zero, v])
-    ref = ctx.node("Where", [spiked, _add(ctx, _param(ctx, neurons.tau_ref), t_spike), ref])
+    j_minus_1 = ctx.node("Max", [_sub(ctx, J, ctx.scalar(1.0)), ctx.scalar(1e-6)])
+    frac = ctx.node("Div", [_sub(ctx, ctx.scalar(1.0), v), j_minus_1])
+    log1p = ctx.node("Log", [_add(ctx, ctx.scalar(1.0), frac)])
+    spike_ref = _add(ctx, _mul(ctx, log1p, _param(ctx, tau_rc)),
+                     _param(ctx, np.asarray(neurons.tau_ref) + dt))
+    ref = ctx.node("Where", [spiked, spike_ref, ref])
+    v = ctx.node("Where", [spiked, zero, ctx.node("Max", [v, _param(ctx, neurons.min_voltage)])])
     return output, {"voltage": v, "refractory_time": ref}
 
 
