@@ -50,7 +50,15 @@ def emit(op, ctx):
 
 def _load_emitters():
     # importing the modules registers their emitters
-    from . import basic, groups, learning_rules, neurons, processes, transforms  # noqa: F401, PLC0415
+    from . import (  # noqa: F401, PLC0415
+        basic,
+        groups,
+        learning_rules,
+        neurons,
+        onnx_node,
+        processes,
+        transforms,
+    )
 
 
 _load_emitters()

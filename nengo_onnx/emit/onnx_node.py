@@ -1,0 +1,1 @@
+"""Emitter for `nengo_onnx.OnnxNode`: the inserted ONNX model, inlined."""
