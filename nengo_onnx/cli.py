@@ -141,7 +141,7 @@ def _default_output(spec):
 
 
 def compile_command(args):
-    from .export import export_network  # noqa: PLC0415  (imports nengo)
+    from .exporter import export_network  # noqa: PLC0415  (imports nengo)
 
     if args.params is not None and not any(
             os.path.isfile(p) for p in (args.params, f"{args.params}.npz")):

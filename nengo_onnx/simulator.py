@@ -343,8 +343,8 @@ class Simulator:
         return freeze_params(self, *args, **kwargs)
 
     def export(self, *args, **kwargs):
-        """Write an inference ONNX model (see `nengo_onnx.export.export_simulator`)."""
-        from .export import export_simulator  # noqa: PLC0415
+        """Write an inference ONNX model (see `nengo_onnx.exporter.export_simulator`)."""
+        from .exporter import export_simulator  # noqa: PLC0415
 
         return export_simulator(self, *args, **kwargs)
 

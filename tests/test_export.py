@@ -15,7 +15,7 @@ from nengo.exceptions import SimulatorClosed, ValidationError
 from onnx.reference import ReferenceEvaluator
 
 import nengo_onnx
-from nengo_onnx.export import ExportError, export_simulator, input_values
+from nengo_onnx.exporter import ExportError, export_simulator, input_values
 
 N_STEPS = 30
 
