@@ -57,3 +57,41 @@ def import_training():
     # generate_artifacts builds its own SessionOptions and logs at INFO otherwise
     _training_graph_utils.SessionOptions = lambda: session_options()
     return types.SimpleNamespace(artifacts=artifacts, onnxblock=onnxblock, api=api)
+
+
+#: Gradients registered with onnxruntime-training in this process:
+#: ``{"<domain>::<op_type>": definition}`` (see `register_gradient`).
+REGISTERED_GRADIENTS = {}
+
+
+def register_gradient(key, nodes):
+    """Register the gradient of op ``key`` (``"<domain>::<op_type>"``), once per process.
+
+    ``nodes`` are ``(op_type, inputs, outputs, attrs)`` in onnxruntime's notation:
+    inputs may be ``I(i)``, ``O(i)``, ``GO(i)`` or earlier outputs, outputs
+    ``GI(i)`` or new names; ``attrs`` maps a name to ``(value, dtype, is_tensor)``
+    (dtype ``"int"``, ``"float"``, ``"bool"`` or ``"string"``; tensors are scalars).
+    Registrations are process-global and must precede ``generate_artifacts``;
+    a definition only mentions the op's inputs by position, so the same key always
+    gets the same definition.
+    """
+    if key in REGISTERED_GRADIENTS:
+        return
+    import json  # noqa: PLC0415
+
+    from onnxruntime.capi import _pybind_state as C  # noqa: PLC0415
+
+    definition = []
+    for op_type, inputs, outputs, attrs in nodes:
+        node = C.GradientNodeDefinition()
+        node.op_type, node.domain, node.inputs, node.outputs = op_type, "", inputs, outputs
+        attributes = []
+        for name, (value, dtype, is_tensor) in attrs.items():
+            attr = C.GradientNodeAttributeDefinition()
+            attr.name, attr.value_json = name, json.dumps(value)
+            attr.dtype, attr.is_tensor = dtype, is_tensor
+            attributes.append(attr)
+        node.attributes = attributes
+        definition.append(node)
+    C.register_gradient_definition(key, definition)
+    REGISTERED_GRADIENTS[key] = tuple(nodes)

@@ -648,7 +648,9 @@ def _start_from_initial(graph, step_in, states):
     used = names_in(graph)
     fresh = _fresh_name("start/fresh", used)
     zero = _fresh_name("start/zero", used)
-    graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int64), zero))
+    step_type = next(i.type.tensor_type.elem_type for i in graph.input if i.name == step_in)
+    step_dtype = helper.tensor_dtype_to_np_dtype(step_type)
+    graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=step_dtype), zero))
     nodes = [helper.make_node("Equal", [step_in, zero], [fresh], name=fresh)]
     replace = {}
     for name, value in states:

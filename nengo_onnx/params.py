@@ -19,6 +19,7 @@ import nengo
 from nengo.exceptions import SimulationError, SimulatorClosed, ValidationError
 
 from . import trainable
+from .onnx_node import OnnxNode, param_key
 from .signals import sanitize, unique_names
 from .training_graph import _training_state
 
@@ -83,7 +84,9 @@ def update_built_params(sim):
         if sig.base not in signals.values:
             continue
         value = trainable.read(signals, sig)
-        if param.key == "encoders":
+        if isinstance(param.obj, OnnxNode):
+            _update_onnx_node(model, param, value)
+        elif param.key == "encoders":
             ens = param.obj
             built = model.params[ens]
             gain = np.asarray(built.gain, dtype=np.float64)
@@ -96,6 +99,14 @@ def update_built_params(sim):
             model.params[ens] = model.params[ens]._replace(bias=value)
         elif param.key == "weights":
             model.params[param.obj] = model.params[param.obj]._replace(weights=value)
+
+
+def _update_onnx_node(model, param, value):
+    node = param.obj
+    keys = [param_key(name) for name in node.spec.param_names]
+    params = dict(model.params[node].params)
+    params[node.spec.param_names[keys.index(param.key)]] = value
+    model.params[node] = model.params[node]._replace(params=params)
 
 
 def _params_path(path, for_reading=False):
@@ -240,11 +251,13 @@ def _load_state(sim, state, source):
 def freeze_params(sim, objs):
     """Write the simulator's (trained) parameters back into the Nengo objects.
 
-    ``objs`` is a Network (all its Ensembles and Connections) or a list of
-    Ensembles, Connections and Networks. Ensembles get ``encoders``, ``gain``
-    and ``bias`` (``normalize_encoders=False``); connections get their weights:
-    decoded connections a ``NoSolver`` with the trained decoders, others the
-    trained transform. ``nengo.Simulator(net)`` then reproduces nengo_onnx.
+    ``objs`` is a Network (all its Ensembles, Connections and OnnxNodes) or a
+    list of Ensembles, Connections, OnnxNodes and Networks. Ensembles get
+    ``encoders``, ``gain`` and ``bias`` (``normalize_encoders=False``);
+    connections get their weights: decoded connections a ``NoSolver`` with the
+    trained decoders, others the trained transform; OnnxNodes get the trained
+    initializers in their model. ``nengo.Simulator(net)`` then reproduces
+    nengo_onnx.
     """
     _check_open(sim)
     if sim.network is None:
@@ -255,13 +268,15 @@ def freeze_params(sim, objs):
     for obj in items:
         if isinstance(obj, nengo.Network):
             targets.extend(obj.all_ensembles + obj.all_connections)
-        elif isinstance(obj, (nengo.Ensemble, nengo.Connection)):
+            targets.extend(n for n in obj.all_nodes if isinstance(n, OnnxNode))
+        elif isinstance(obj, (nengo.Ensemble, nengo.Connection, OnnxNode)):
             targets.append(obj)
         else:
             raise ValidationError(
-                f"objects to freeze must be Networks, Ensembles or Connections (got "
-                f"{_describe(obj)})", attr="objs", obj=sim)
-    members = set(sim.network.all_ensembles + sim.network.all_connections)
+                "objects to freeze must be Networks, Ensembles, Connections or OnnxNodes "
+                f"(got {_describe(obj)})", attr="objs", obj=sim)
+    members = set(sim.network.all_ensembles + sim.network.all_connections
+                  + sim.network.all_nodes)
     for obj in targets:
         if obj not in members:
             raise ValidationError(f"{obj} is not in this simulator's network", attr="objs",
@@ -270,6 +285,8 @@ def freeze_params(sim, objs):
     for obj in targets:
         if isinstance(obj, nengo.Ensemble):
             _freeze_ensemble(sim, obj)
+        elif isinstance(obj, OnnxNode):
+            obj.set_params(sim.model.params[obj].params)
         else:
             _freeze_connection(sim, obj)
 

@@ -120,7 +120,8 @@ class SignalPlan(Mapping):
             return np.dtype(float_dtype)
         if kind == "b":
             return np.dtype(np.bool_)
-        return np.dtype(np.int64)
+        # integers (the step counter) as wide as the floats, as nengo's rc precision does
+        return np.dtype(np.int32 if np.dtype(float_dtype).itemsize <= 4 else np.int64)
 
     def initial_value(self, base, float_dtype):
         """The base's initial value (or its value in `values`), in the simulation dtype."""

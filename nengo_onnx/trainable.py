@@ -29,6 +29,7 @@ import nengo
 from nengo.ensemble import Neurons
 
 from .emit.context import view_indices
+from .onnx_node import OnnxNode, param_key
 from .signals import object_name, sanitize, unique_names
 
 #: Keys of ``model.sig`` that hold trainable parameters.
@@ -108,7 +109,12 @@ def _resolve(candidates, default=True):
 
 
 def is_trainable(network, obj, paths=None):
-    """Whether ``obj`` (an Ensemble, Neurons or Connection) is trainable by config."""
+    """Whether ``obj`` (an Ensemble, Neurons or Connection) is trainable by config.
+
+    An `.OnnxNode` says it itself (its ``trainable`` argument).
+    """
+    if isinstance(obj, OnnxNode):
+        return obj.trainable
     paths = _network_paths(network) if paths is None else paths
     if isinstance(obj, Neurons):
         path = paths.get(obj.ensemble, [network])
@@ -121,26 +127,31 @@ def is_trainable(network, obj, paths=None):
 # -- the parameters ----------------------------------------------------------------------
 
 
+def _keys(model, obj):
+    if isinstance(obj, OnnxNode):  # the model's float initializers
+        return [param_key(name) for name in obj.spec.param_names]
+    return sorted(PARAM_KEYS & set(model.sig[obj]))
+
+
 def all_params(model, network):
     """Every parameter that could be trained, in a stable order (build order)."""
     if network is None:
         return []
-    ensembles = set(network.all_ensembles)
-    connections = set(network.all_connections)
+    members = set(network.all_ensembles + network.all_connections + network.all_nodes)
     objs = [obj for obj in model.sig if isinstance(obj, (nengo.Ensemble, nengo.Connection,
-                                                          Neurons))]
+                                                          Neurons, OnnxNode))]
     names = unique_names([o for o in objs if not isinstance(o, Neurons)], object_name)
     names.update({o: f"{names[o.ensemble]}.neurons" for o in objs if isinstance(o, Neurons)
                   and o.ensemble in names})
     params = []
     for obj in objs:
         owner = obj.ensemble if isinstance(obj, Neurons) else obj
-        if owner not in ensembles and owner not in connections:
+        if owner not in members:
             continue  # e.g. the connection a probe adds
         if isinstance(owner, nengo.Ensemble) and isinstance(owner.neuron_type, nengo.Direct):
             continue
-        for key in sorted(PARAM_KEYS & set(model.sig[obj])):
-            sig = model.sig[obj][key]
+        for key in _keys(model, obj):
+            sig = model.sig[obj].get(key)
             if sig is None or np.dtype(sig.dtype).kind != "f":
                 continue
             params.append(Param(obj, key, f"{names[obj]}.{sanitize(key)}"))

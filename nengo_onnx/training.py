@@ -378,7 +378,7 @@ def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, sum
           if profile else None)
     try:
         compiled = {n: compile_window(sim, n, data.terms, names, session_options=so,
-                                      cache=not profile)
+                                      cache=not profile, keep_state=len(windows) > 1)
                     for n in sorted({n for _, n in windows})}
         history = _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled,
                               groups, writer, tags)
@@ -527,7 +527,7 @@ def gradients(sim, data, objective=None, truncation=None):
     groups = param_groups(sim, params_list)
     names = tuple(grp.name for grp in groups)
     windows = _windows(data.n_steps, truncation)
-    compiled = {n: compile_window(sim, n, data.terms, names)
+    compiled = {n: compile_window(sim, n, data.terms, names, keep_state=len(windows) > 1)
                 for n in sorted({n for _, n in windows})}
     first = compiled[windows[0][1]]
     parameters = Parameters(compiled, first, groups)

@@ -24,6 +24,7 @@ from .onnx_graph import DEFAULT_OPSET, GraphBuilder
 from .ort_fixes import check_differentiable, prepare_for_gradients, reachable_initializers
 from .passes.unroll import unroll, unrolled_order
 from .signals import sanitize
+from .simplify import simplify
 
 #: Training graphs kept per simulator (each holds an onnxruntime Module).
 MAX_CACHED = 8
@@ -159,6 +160,28 @@ def add_loss(model, block, terms, probe_keys, batch, param_names=()):
     return target_inputs
 
 
+def _reach_params(model, param_names):
+    """Add ``0 * sum(P)`` to the loss for each parameter ``P`` that `simplify` showed
+    it does not depend on (as `add_loss` does for the others)."""
+    graph = model.graph
+    inits = {init.name for init in graph.initializer}
+    reach = reachable_initializers(model, graph.output[0].name)
+    unreached = [name for name in param_names if name in inits and name not in reach]
+    if not unreached:
+        return
+    g = GraphBuilder(name="reach", opset=DEFAULT_OPSET)
+    g._used = _names_in(model)
+    last = next(node for node in graph.node if graph.output[0].name in node.output)
+    sums = [g.node("ReduceSum", [name], keepdims=0) for name in unreached]
+    zero = g.node("Mul", [_chain_add(g, sums), g.const(np.float32(0.0))])
+    last.input[0] = g.node("Add", [last.input[0], zero])
+    nodes = list(graph.node)
+    at = nodes.index(last)
+    del graph.node[:]
+    graph.node.extend(nodes[:at] + g.nodes + nodes[at:])
+    graph.initializer.extend(g.initializers.values())
+
+
 @dataclass
 class Compiled:
     """A training (or, without parameters, evaluation) graph for one window length."""
@@ -204,15 +227,20 @@ def _objective_key(terms):
     return tuple((term.probes, term.fn, term.tuple_key) for term in terms)
 
 
-def compile_window(sim, n_steps, terms, param_names, session_options=None, cache=True):
-    """The `Compiled` graph of ``n_steps`` for ``terms`` (cached on ``sim``)."""
+def compile_window(sim, n_steps, terms, param_names, session_options=None, cache=True,
+                   keep_state=True):
+    """The `Compiled` graph of ``n_steps`` for ``terms`` (cached on ``sim``).
+
+    ``keep_state=False`` leaves out the final-state outputs (a single window needs
+    none; copying them out costs more than the training step of a small network).
+    """
     tstate = _training_state(sim)
     # values of the parameters not trained here are constants in the graph
     names = set(param_names)
     baked = tuple(sorted((sim.signals.name(base), id(value))
                          for base, value in sim.signals.values.items()
                          if sim.signals.name(base) not in names))
-    key = (n_steps, _objective_key(terms), tuple(param_names), baked)
+    key = (n_steps, _objective_key(terms), tuple(param_names), baked, keep_state)
     if cache and key in tstate.compiled:
         return tstate.compiled[key]
     probes = []
@@ -222,8 +250,12 @@ def compile_window(sim, n_steps, terms, param_names, session_options=None, cache
     block = _forward_block(sim, n_steps, probes)
     model = block.model
     _add_missing_params(sim, model, param_names)
-    prepare_for_gradients(model, param_names)
     targets = add_loss(model, block, terms, probe_keys, sim.runtime.B, param_names)
+    if not keep_state:
+        del model.graph.output[2:]
+    simplify(model, param_names)
+    _reach_params(model, param_names)
+    prepare_for_gradients(model, param_names)
     check_differentiable(model, param_names, terms)
     input_names = [i.name for i in model.graph.input]
     scale_name = next(n for n in input_names if n.startswith("loss_scale"))

@@ -1,14 +1,15 @@
-"""Fold signals that only ``Reset`` writes into constants.
+"""Fold what only ``Reset`` writes into constants.
 
-1. A base written by nothing but ``Reset`` operators (no other sets, no incs, no
-   updates) holds the same value whenever it is read: its initial value with the
-   Resets' values written over their views (reads come after sets in a step).
-2. Readers whose emitters take unbatched operands (``DotInc`` and its
-   subclasses, ``ElementwiseInc``, ``Copy``, linear-filter ``SimProcess`` and the
-   groups of `.merge_synapses`) read a new `.FoldedConstant` signal holding
-   that value instead.
-3. The Resets of a base go once no operator reads it any more and no probe
-   records it (a probe reads the signal itself, at the end of each step).
+1. An element of a base that ``Reset`` operators write and nothing else does
+   (no other sets, no incs, no updates) holds the same value whenever it is
+   read: the Reset's value (reads come after sets in a step). So does an element
+   of that base that nothing writes: its initial value.
+2. Readers of signals made only of such elements whose emitters take unbatched
+   operands (``DotInc`` and its subclasses, ``ElementwiseInc``, ``Copy``,
+   linear-filter ``SimProcess`` and the groups of `.merge_synapses`) read a new
+   `.FoldedConstant` signal holding that value instead.
+3. A Reset whose elements are all such constants goes once no operator reads
+   them any more and no probe records them (a probe reads the signal itself).
 """
 
 import numpy as np
@@ -17,7 +18,9 @@ from nengo.builder.processes import SimProcess
 from nengo.builder.signal import Signal
 from nengo.synapses import LinearFilter
 
+from .merge_synapses import LinearFilterGroup
 from .util import (
+    LiveMask,
     indices,
     ordered_ops,
     probed_signals,
@@ -34,8 +37,6 @@ class FoldedConstant(Signal):
 
 def _takes_constants(op):
     """Whether ``op``'s emitter accepts unbatched (constant) operands."""
-    from .merge_synapses import LinearFilterGroup  # noqa: PLC0415 (circular)
-
     if isinstance(op, (DotInc, ElementwiseInc, Copy, LinearFilterGroup)):
         return True
     return isinstance(op, SimProcess) and isinstance(op.process, LinearFilter)
@@ -50,13 +51,46 @@ def _constant_value(base, resets):
 
 
 def _constant_bases(ops):
-    """``{base: value}`` for bases that only Resets write."""
+    """``{base: (value, constant)}`` for bases that Resets write.
+
+    ``constant`` marks the (flat) elements that nothing but Resets writes;
+    ``value`` is what they hold, shaped like the base.
+    """
     constants = {}
     for base, writers in writers_by_base(ops).items():
-        if base.sparse or not all(type(op) is Reset for op in writers):
+        resets = [op for op in writers if type(op) is Reset]
+        if not resets or base.sparse:
             continue
-        constants[base] = _constant_value(base, writers)
+        constant = np.ones(base.size, dtype=bool)
+        for op in writers:
+            if type(op) is not Reset:
+                for sig in writes(op):
+                    if sig.base is base:
+                        constant[indices(sig).ravel()] = False
+        if constant.any():
+            constants[base] = (_constant_value(base, resets), constant)
     return constants
+
+
+def _is_constant(sig, constants):
+    return sig.base in constants and constants[sig.base][1][indices(sig).ravel()].all()
+
+
+def _fold_reads(ops, constants, needed):
+    """``{signal: FoldedConstant}`` for the reads that can fold; marks the others needed."""
+    mapping = {}
+    for op in ops:
+        reads = [sig for sig in op.reads if sig.base in constants]
+        if not reads:
+            continue
+        foldable = _takes_constants(op) and not any(sig.base in constants for sig in writes(op))
+        for sig in reads:
+            if not (foldable and _is_constant(sig, constants)):
+                needed.add(sig)
+            elif sig not in mapping:
+                value = constants[sig.base][0].reshape(-1)[indices(sig)]
+                mapping[sig] = FoldedConstant(value, name=f"const<{sig.name}>", readonly=True)
+    return mapping
 
 
 def fold_constant_resets(graph):
@@ -64,24 +98,13 @@ def fold_constant_resets(graph):
     constants = _constant_bases(ops)
     if not constants:
         return graph
-    mapping, kept = {}, {sig.base for sig in probed_signals(graph.graph["model"])}
-    for op in ops:
-        if type(op) is Reset:
-            continue
-        reads = [sig for sig in op.reads if sig.base in constants]
-        if not reads:
-            continue
-        if not _takes_constants(op) or any(sig.base in constants for sig in writes(op)):
-            kept.update(sig.base for sig in reads)
-            continue
-        for sig in reads:
-            if sig not in mapping:
-                value = constants[sig.base].reshape(-1)[indices(sig)]
-                mapping[sig] = FoldedConstant(value, name=f"const<{sig.name}>", readonly=True)
-
+    needed = LiveMask()
+    for sig in probed_signals(graph.graph["model"]):
+        needed.add(sig)
+    mapping = _fold_reads(ops, constants, needed)
     new_ops = []
     for op in ops:
-        if type(op) is Reset and op.dst.base in constants and op.dst.base not in kept:
+        if type(op) is Reset and _is_constant(op.dst, constants) and not needed.any(op.dst):
             continue
         new_ops.append(replace_signals(op, mapping))
     if len(new_ops) == len(ops) and not mapping:

@@ -109,9 +109,9 @@ def _groups(graph, dt):
     work = nx.DiGraph(graph.edges)
     work.add_nodes_from(graph.nodes)
     groups = []
+    bit, related = _related(work)
     for ops in candidates.values():
         while len(ops) > 1:
-            bit, related = _related(work)
             group, linked, rest = [], 0, []
             for op in ops:
                 if linked & bit[op]:
@@ -122,6 +122,7 @@ def _groups(graph, dt):
             if len(group) > 1:
                 groups.append(group)
                 _contract(work, group)
+                bit, related = _related(work)
             ops = rest
     return groups
 

@@ -1,13 +1,15 @@
-"""Turn a zero ``Reset`` followed by one increment into one operator that sets.
+"""Turn zero ``Reset``s followed by increments into operators that set.
 
-1. A ``Reset(dst, 0)`` whose elements exactly one other operator writes, an
-   increment (``DotInc``, ``SparseDotInc``, ``BsrDotInc``, ``ElementwiseInc``,
+1. An increment (``DotInc``, ``SparseDotInc``, ``BsrDotInc``, ``ElementwiseInc``,
    ``ConvInc``, ``ConvTransposeInc`` or an incrementing ``Copy``) that writes
-   each of those elements once and nothing else, is dropped together with the
-   increment, replaced by its set form: `.DotSet` and friends (``Y[...] = ...``
+   only elements of one ``Reset(dst, 0)``, each once, elements that no other
+   operator writes, becomes its set form: `.DotSet` and friends (``Y[...] = ...``
    instead of ``Y[...] += ...``), or a setting ``Copy``.
-2. Other writers of the same base are allowed as long as they do not touch the
-   Reset's elements (Nengo's merger packs many signals into one base).
+2. The Reset then only needs the elements that are left: those other operators
+   write, and those that nobody writes whose initial value is not zero. It goes
+   when none are left; it shrinks to a view when they are one contiguous run of
+   a 1-D base (Nengo's merger packs the Resets of many signals into one);
+   otherwise nothing changes.
 """
 
 import copy
@@ -102,46 +104,61 @@ def _written_elements(op):
     flat = idx.ravel()
     if np.unique(flat).size != flat.size:
         return None  # repeated elements accumulate: not a set
+    if any(sig.base is op.incs[0].base for sig in op.reads):
+        return None
     return flat
 
 
-def _fusable(reset, writers):
-    """The one increment that can absorb ``reset``, or ``None``."""
-    if np.any(reset.value != 0):
-        return None
+def _absorb(reset, writers):
+    """``(increments that absorb reset, Resets that replace it)``, or ``None``."""
     base = reset.dst.base
     elements = indices(reset.dst).ravel()
-    mask = np.zeros(int(np.prod(base.shape)), dtype=bool)
-    mask[elements] = True
-    touching = [
-        op for op in writers if op is not reset
-        and any(sig.base is base and mask[indices(sig).ravel()].any() for sig in writes(op))
-    ]
-    if len(touching) != 1:
+    if np.any(reset.value != 0) or np.unique(elements).size != elements.size:
         return None
-    (inc,) = touching
-    written = _written_elements(inc)
-    if written is None or inc.incs[0].base is not base:
+    in_reset = np.zeros(base.size, dtype=bool)
+    in_reset[elements] = True
+    count = np.zeros(base.size, dtype=np.int64)  # writers of each element, but reset
+    others = [op for op in writers if op is not reset]
+    for op in others:
+        for sig in writes(op):
+            if sig.base is base:
+                np.add.at(count, indices(sig).ravel(), 1)
+    covered = np.zeros(base.size, dtype=bool)
+    incs = []
+    for op in others:
+        written = _written_elements(op)
+        if written is None or op.incs[0].base is not base:
+            continue
+        if in_reset[written].all() and (count[written] == 1).all():
+            incs.append(op)
+            covered[written] = True
+    if not incs:
         return None
-    if written.size != elements.size or not mask[written].all():
-        return None  # the increment must cover exactly the Reset's elements
-    if any(sig.base is base for sig in inc.reads):
-        return None
-    return inc
+    initial = np.asarray(base.initial_value).reshape(-1)
+    left = np.flatnonzero(in_reset & ~covered & ((count > 0) | (initial != 0)))
+    if left.size == 0:
+        return incs, []
+    if base.ndim == 1 and np.array_equal(left, np.arange(left[0], left[-1] + 1)):
+        return incs, [Reset(base[int(left[0]):int(left[-1]) + 1], tag=reset.tag)]
+    return None
 
 
 def fuse_reset_incs(graph):
     ops = ordered_ops(graph)
     writers = writers_by_base(ops)
-    replaced, dropped = {}, set()
-    for reset in ops:
-        if type(reset) is not Reset:
+    new_ops = []
+    replaced = {}
+    for op in ops:
+        if type(op) is not Reset:
             continue
-        inc = _fusable(reset, writers[reset.dst.base])
-        if inc is not None and inc not in replaced:
-            replaced[inc] = set_form(inc)
-            dropped.add(reset)
+        absorbed = _absorb(op, writers[op.dst.base])
+        if absorbed is None:
+            continue
+        incs, resets = absorbed
+        replaced.update((inc, [set_form(inc)]) for inc in incs)
+        replaced[op] = resets
     if not replaced:
         return graph
-    new_ops = [replaced.get(op, op) for op in ops if op not in dropped]
+    for op in ops:
+        new_ops.extend(replaced.get(op, [op]))
     return rebuild_checked(graph, new_ops, "fuse_reset_incs")

@@ -287,7 +287,8 @@ PLAIN_ORT = textwrap.dedent("""
     model, expected = sys.argv[1], np.load(sys.argv[2])
     sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     ins = {i.name: i for i in sess.get_inputs()}
-    dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
+    dtypes = {"tensor(float)": np.float32, "tensor(int32)": np.int32,
+              "tensor(int64)": np.int64}
     state = {n: np.zeros(i.shape, dtypes[i.type]) for n, i in ins.items()
              if n.startswith("state.")}
     stim = expected["stim_input"]

@@ -19,8 +19,9 @@ from . import emitter
 
 @emitter(TimeUpdate)
 def emit_time_update(op, ctx):
-    """Implements ``step += 1; time = step * dt`` (unbatched, int64 step)."""
-    step = ctx.node("Add", [ctx.read(op.step), ctx.const(np.array(1, dtype=np.int64))])
+    """Implements ``step += 1; time = step * dt`` (unbatched integer step)."""
+    one = ctx.const(np.array(1), dtype=ctx.dtype_of(op.step))
+    step = ctx.node("Add", [ctx.read(op.step), one])
     ctx.set(op.step, step, batched=False)
     time = ctx.node("Cast", [step], to=int(_onnx_type(ctx.dtype_of(op.time))))
     ctx.set(op.time, ctx.node("Mul", [time, ctx.scalar(ctx.dt)]), batched=False)

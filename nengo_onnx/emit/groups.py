@@ -67,7 +67,10 @@ def emit_set_form(op, ctx):
     Runs the increment's own emitter with its write to ``Y`` made a set.
     """
     fn, _ = _parent_emitter(op)
-    fn(op, _SetContext(ctx, op.Y))
+    set_ctx = _SetContext(ctx, op.Y)
+    fn(op, set_ctx)
+    if not set_ctx._started:  # the increment wrote nothing: Y is zero
+        set_ctx.inc(op.Y, ctx.const(np.zeros(op.Y.shape)), batched=False)
 
 
 def _concat(ctx, values, axis):
@@ -111,10 +114,9 @@ def _by_base(sigs):
     """
     runs = {}
     for i, sig in enumerate(sigs):
-        key = sig.base if sig.base.ndim == 1 else (sig, i)
+        key = sig.base if sig.base.ndim == 1 else i
         runs.setdefault(key, []).append(i)
-    return [(sigs[pos[0]].base if len(pos) > 1 or sigs[pos[0]].base.ndim == 1 else None, pos)
-            for pos in runs.values()]
+    return [(None if isinstance(key, int) else key, pos) for key, pos in runs.items()]
 
 
 def _take(ctx, value, idx, size):

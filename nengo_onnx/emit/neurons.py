@@ -21,6 +21,7 @@ from nengo import neurons as nn
 from nengo.builder.neurons import SimNeurons
 from scipy.special import gammaln
 
+from ..surrogates import spiking, spiking_gradient
 from . import emitter
 
 NEURON_EMITTERS = {}
@@ -222,15 +223,16 @@ def soft_lif_rate(ctx, neurons, J, sigma):
 
     Implements ``1 / (tau_ref + tau_rc * log1p(1 / z))`` with
     ``z = sigma * log(1 + exp((J - 1) / sigma))``. The softplus is written as
-    ``relu(x) + log(1 + exp(-|x|))`` so it never overflows, and where
+    ``relu(x) + log1p(exp(-|x|))`` so it never overflows, and where
     ``x < -20`` (``z`` underflows), ``log1p(1 / z)`` is replaced by its limit
     ``-x - log(sigma)``; the other branch is then fed a safe ``x = 0``.
     """
     x = ctx.node("Div", [_sub(ctx, J, ctx.scalar(1.0)), ctx.scalar(sigma)])
     valid = ctx.node("Greater", [x, ctx.scalar(-20.0)])
     x_safe = ctx.node("Where", [valid, x, ctx.scalar(0.0)])
-    tail = ctx.node("Log", [_add(ctx, ctx.scalar(1.0), ctx.node("Exp", [
-        ctx.node("Neg", [ctx.node("Abs", [x_safe])])]))])
+    # log1p: with log(1 + e), z (and the gradient's sigmoid(x) / z) is off by up to
+    # 20 % for x in (-20, -10) in float32
+    tail = _log1p(ctx, ctx.node("Exp", [ctx.node("Neg", [ctx.node("Abs", [x_safe])])]))
     z = _mul(ctx, _add(ctx, ctx.node("Relu", [x_safe]), tail), ctx.scalar(sigma))
     q_valid = ctx.node("Log", [_add(ctx, ctx.scalar(1.0), ctx.node("Reciprocal", [z]))])
     q_limit = _sub(ctx, ctx.node("Neg", [x]), ctx.scalar(np.log(sigma)))
@@ -477,8 +479,13 @@ def _onnx_float(ctx):
 def emit_lif_training(neurons, ctx, J, state):
     """LIF in training: ``LIFRate``, or SoftLIF with ``sigma = lif_smoothing`` if set.
 
-    The voltage and refractory state keep their values.
+    The voltage and refractory state keep their values. With the
+    ``spiking_gradient`` setting, LIF spikes and gets the rate's gradient
+    (`nengo_onnx.surrogates`).
     """
+    mode = spiking_gradient(ctx)
+    if mode is not None:
+        return spiking(ctx, neurons, emit_lif, J, state, mode, name="LIF")
     sigma = ctx.settings.get("lif_smoothing")
     if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool) and sigma > 0:
         rate = soft_lif_rate(ctx, neurons, J, float(sigma))
@@ -488,13 +495,29 @@ def emit_lif_training(neurons, ctx, J, state):
 
 @neuron_emitter(nn.AdaptiveLIF, training=True)
 def emit_adaptive_lif_training(neurons, ctx, J, state):
-    """AdaptiveLIF in training: ``AdaptiveLIFRate``, updating the adaptation state."""
-    return emit_adaptive_lif_rate(neurons, ctx, J, state)
+    """AdaptiveLIF in training: ``AdaptiveLIFRate``, updating the adaptation state.
+
+    With ``spiking_gradient``: ``LIF(J - n)`` spikes (with the LIF rate's gradient)
+    and ``n`` is updated from the spikes.
+    """
+    mode = spiking_gradient(ctx)
+    if mode is None:
+        return emit_adaptive_lif_rate(neurons, ctx, J, state)
+    n = state["adaptation"]
+    lif_state = {k: v for k, v in state.items() if k != "adaptation"}
+    output, new_state = spiking(ctx, neurons, emit_lif, _sub(ctx, J, n), lif_state, mode,
+                                name="LIF")
+    new_state["adaptation"] = _adapt(ctx, neurons, n, output)
+    return output, new_state
 
 
 @neuron_emitter(nn.SpikingRectifiedLinear, training=True)
 def emit_spiking_rectified_linear_training(neurons, ctx, J, state):
-    """SpikingRectifiedLinear in training: ``amplitude * max(J, 0)``."""
+    """SpikingRectifiedLinear in training: ``amplitude * max(J, 0)`` (or, with
+    ``spiking_gradient``, spiking with that gradient)."""
+    mode = spiking_gradient(ctx)
+    if mode is not None:
+        return spiking(ctx, neurons, emit_spiking_rectified_linear, J, state, mode)
     return emit_rectified_linear(neurons, ctx, J, state)
 
 
@@ -502,6 +525,11 @@ def emit_spiking_rectified_linear_training(neurons, ctx, J, state):
 def emit_rates_to_spikes_training(neurons, ctx, J, state):
     """Rates-to-spikes types in training: ``amplitude * J`` (``J`` is already the rate).
 
-    This is the mean of the spiking output: the base type's rate form.
+    This is the mean of the spiking output: the base type's rate form. With
+    ``spiking_gradient``, the type spikes, with that gradient.
     """
+    mode = spiking_gradient(ctx)
+    if mode is not None:
+        forward = find_neuron_emitter(neurons)
+        return spiking(ctx, neurons, forward, J, state, mode)
     return _mul(ctx, J, _param(ctx, neurons.amplitude)), {}

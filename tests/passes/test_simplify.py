@@ -12,7 +12,7 @@ from nengo.builder.signal import Signal, SignalDict
 
 import nengo_onnx
 from nengo_onnx import pipeline
-from nengo_onnx.graph import operator_graph, rebuild
+from nengo_onnx.graph import operator_graph, rebuild, step_order
 from nengo_onnx.passes.feed_inputs import feed_inputs
 from nengo_onnx.passes.fold_resets import FoldedConstant, fold_constant_resets
 from nengo_onnx.passes.merge_synapses import merge_synapses
@@ -25,6 +25,7 @@ from nengo_onnx.passes.reset_incs import (
     set_form,
 )
 from nengo_onnx.passes.simplify import SIMPLIFY
+from nengo_onnx.passes.util import indices
 from nengo_onnx.passes.zero_incs import remove_zero_incs
 from nengo_onnx.simulator import input_nodes
 
@@ -247,3 +248,87 @@ def test_host_operators_keep_their_signals():
 
 def test_host_network_matches_nengo(monkeypatch):
     check_matches_nengo(host_net(), SIMPLIFY, monkeypatch, unroll=3)
+
+
+def run_ops(ops, n_steps=2):
+    """Run ``ops`` with their own ``make_step`` in a valid step order; the signal values."""
+    graph = operator_graph(Model(dt=0.001), ops)
+    signals = SignalDict()
+    for op in ops:
+        for sig in op.all_signals:
+            if sig.base not in signals:
+                signals.init(sig.base)
+    steps = [op.make_step(signals, 0.001, None) for op in step_order(graph)]
+    for _ in range(n_steps):
+        for step in steps:
+            step()
+    return signals
+
+
+def test_fuse_reset_incs_splits_merged_resets():
+    """A Reset of a packed base: the increments that alone write their part get set."""
+    x = Signal(np.zeros(8), name="x")
+    A, X, src, src2 = (Signal(np.arange(4.0).reshape(2, 2)), Signal(np.array([1.0, 2.0])),
+                       Signal(np.array([3.0, -1.0])), Signal(np.array([0.5, 0.25])))
+    ops = [Reset(x), DotInc(A, X, x[0:2]), Copy(src, x[2:4], inc=True),
+           Copy(src, x[4:6], inc=True), Copy(src2, x[4:6], inc=True)]  # x[6:8]: nobody
+    graph = rebuild(build_graph(nengo.Network()), ops)
+    fused = fuse_reset_incs(graph)
+    kinds = types(fused)
+    assert kinds["DotSet"] == 1 and kinds["Reset"] == 1
+    assert sum(type(op) is Copy and not op.inc for op in fused.nodes) == 1
+    (reset,) = [op for op in fused.nodes if type(op) is Reset]
+    assert list(indices(reset.dst).ravel()) == [4, 5]  # two writers: still reset
+    before, after = run_ops(ops), run_ops(list(fused.nodes))
+    assert np.allclose(after[x], before[x]) and np.allclose(after[x], [2, 8, 3, -1, 3.5,
+                                                                       -0.75, 0, 0])
+
+    # an element nobody writes that does not start at zero needs the Reset: unchanged
+    y = Signal(np.array([0.0, 0.0, 1.0]), name="y")
+    ops = [Reset(y), Copy(src, y[0:2], inc=True)]
+    graph = rebuild(build_graph(nengo.Network()), ops)
+    fused = fuse_reset_incs(graph)
+    (reset,) = [op for op in fused.nodes if type(op) is Reset]
+    assert list(indices(reset.dst).ravel()) == [2]
+    assert np.allclose(run_ops(list(fused.nodes))[y], run_ops(ops)[y])
+
+
+def conv_net():
+    with nengo.Network(seed=6) as net:
+        net.u = nengo.Node(lambda t: np.sin(np.arange(16) * t * 10 + np.arange(16)))
+        a = nengo.Ensemble(16, 1, neuron_type=nengo.RectifiedLinear()).neurons
+        conv = nengo.Convolution(2, (4, 4, 1), kernel_size=(3, 3), padding="same")
+        nengo.Connection(net.u, a, transform=nengo.Convolution(
+            1, (4, 4, 1), kernel_size=(3, 3), padding="same"))
+        b = nengo.Node(size_in=conv.size_out)
+        nengo.Connection(a, b, transform=conv)
+        tc = nengo.ConvolutionTranspose(1, (4, 4, 2), kernel_size=(3, 3), padding="same")
+        c = nengo.Node(size_in=tc.size_out)
+        nengo.Connection(b, c, transform=tc)
+        net.pc, net.pb = nengo.Probe(c), nengo.Probe(b, synapse=0.01)
+    return net
+
+
+@pytest.mark.parametrize("unroll", [1, 3])
+def test_conv_set_forms_match_nengo(unroll, monkeypatch):
+    sim = check_matches_nengo(conv_net(), SIMPLIFY, monkeypatch, unroll, atol=1e-4)
+    kinds = types(sim.graph)
+    assert kinds["ConvSet"] + kinds["ConvTransposeSet"] == 3
+
+
+def test_fold_constant_elements_of_packed_signals():
+    """Nengo's merger packs Reset signals together: their Reset-only parts still fold."""
+    x, y, z = Signal(np.zeros(4), name="x"), Signal(np.zeros(2), name="y"), Signal(
+        np.zeros(2), name="z")
+    A, src = Signal(np.arange(4.0).reshape(2, 2)), Signal(np.array([3.0, -1.0]))
+    ops = [Reset(x, 0.5), Copy(src, x[0:2], inc=True), Reset(y), Reset(z),
+           DotInc(A, x[2:4], y), DotInc(A, x[0:2], z)]
+    graph = rebuild(build_graph(nengo.Network()), ops)
+    folded = fold_constant_resets(graph)
+    dots = {op.Y: op for op in folded.nodes if type(op) is DotInc}
+    assert isinstance(dots[y].X, FoldedConstant) and np.allclose(dots[y].X.initial_value, 0.5)
+    assert dots[z].X is ops[-1].X
+    assert types(folded)["Reset"] == 3  # x's Reset still serves x[0:2]
+    before, after = run_ops(ops), run_ops(list(folded.nodes))
+    for sig in (y, z):
+        assert np.allclose(after[sig], before[sig])
