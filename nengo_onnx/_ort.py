@@ -8,10 +8,39 @@ submodules directly.
 """
 
 import importlib.util
+import os
 import sys
 import types
 
-import onnxruntime as ort
+
+def _training_stub():
+    """Register ``onnxruntime.training`` as an empty package, without importing onnxruntime.
+
+    ``import onnxruntime`` checks for ORTModule by importing
+    ``onnxruntime.training.ortmodule``, which first runs the training package's
+    ``__init__`` (about 0.25 s: the artifact tooling, then a failing torch import).
+    With the empty package registered first, that check only tries (and fails)
+    to import torch.
+    """
+    if "onnxruntime.training" in sys.modules or "onnxruntime" in sys.modules:
+        return
+    spec = importlib.util.find_spec("onnxruntime")  # finds it; does not import it
+    if spec is None or not spec.submodule_search_locations:
+        return
+    path = os.path.join(list(spec.submodule_search_locations)[0], "training")
+    init = os.path.join(path, "__init__.py")
+    if not os.path.exists(init):
+        return
+    pkg = types.ModuleType("onnxruntime.training")
+    pkg.__path__ = [path]
+    pkg.__spec__ = importlib.util.spec_from_file_location(
+        "onnxruntime.training", init, submodule_search_locations=[path])
+    sys.modules["onnxruntime.training"] = pkg
+
+
+_training_stub()
+
+import onnxruntime as ort  # noqa: E402
 
 # Severity 3 = errors only; onnxruntime logs warnings and info lines otherwise.
 LOG_SEVERITY = 3

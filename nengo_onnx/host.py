@@ -12,6 +12,17 @@ from nengo.exceptions import SimulationError
 from .emit.context import view_indices
 
 
+def sim_time(step, dt, dtype=np.float64):
+    """``step * dt`` rounded to ``dtype``, as a Python float.
+
+    Time-only inputs are computed at the exact (float64) time, like nengo's; the
+    Python functions of the network's signals get the time rounded to the
+    simulation dtype, like the signals they read (so ``Node(lambda t: t)`` fed
+    into a function gives exactly that function's ``t``).
+    """
+    return float(np.dtype(dtype).type(step * dt))
+
+
 class TimeFeeder:
     """Values of the fed inputs, step by step, from Nengo's step functions."""
 
@@ -44,7 +55,7 @@ class TimeFeeder:
         values = np.empty((n_steps, *out.shape))
         time = self.signals[self.model.time]
         for i in range(n_steps):
-            time[...] = (start + i + 1) * self.dt
+            time[...] = sim_time(start + i + 1, self.dt)
             if feed.mode == "inc":
                 out[...] = 0
             step()
@@ -67,10 +78,11 @@ class HostOp:
     over their arrays and may keep state of their own.
     """
 
-    def __init__(self, op, signals, minibatch_size, dt, rng):
+    def __init__(self, op, signals, minibatch_size, dt, rng, dtype=np.float64):
         self.op = op
         self.plan = signals
         self.dt = dt
+        self.dtype = dtype
         bases = []
         for sig in op.all_signals:
             if sig.base not in bases:
@@ -105,8 +117,9 @@ class HostOp:
         for b, (sd, step) in enumerate(self.items):
             for base in self.bases:
                 if base is time_base:
-                    # nengo's time is float64 step * dt; the graph's may be float32
-                    dict.__getitem__(sd, base)[...] = step_number * self.dt
+                    # exact in the simulation dtype (the graph's Cast(step) * dt may
+                    # differ from it in the last bit)
+                    dict.__getitem__(sd, base)[...] = sim_time(step_number, self.dt, self.dtype)
                 elif base in store:
                     value = store[base][b] if self.plan.batched(base) else store[base]
                     dict.__getitem__(sd, base)[...] = value

@@ -273,8 +273,8 @@ def freeze_params(sim, objs):
             targets.append(obj)
         else:
             raise ValidationError(
-                "objects to freeze must be Networks, Ensembles, Connections or OnnxNodes "
-                f"(got {_describe(obj)})", attr="objs", obj=sim)
+                "objects to freeze must be Networks, Ensembles or Connections (or "
+                f"OnnxNodes; got {_describe(obj)})", attr="objs", obj=sim)
     members = set(sim.network.all_ensembles + sim.network.all_connections
                   + sim.network.all_nodes)
     for obj in targets:

@@ -109,7 +109,7 @@ class Runtime:
         self.n_steps = 0
         if not self.unrolled:
             self._host_segments = [
-                ("host", HostOp(item, self.signals, self.B, self.dt, self.rng))
+                ("host", HostOp(item, self.signals, self.B, self.dt, self.rng, self.dtype))
                 if kind == "host" else (kind, item)
                 for kind, item in self._segments()
             ]

@@ -13,6 +13,8 @@ slice of a concatenation really comes from and reads that directly:
 * ``Reshape(x)`` to the shape ``x`` has -> ``x``;
 * ``Add(x, 0)`` (a zero constant, also expanded or sliced) -> ``x`` when the
   result has ``x``'s shape (nengo's reset-then-increment);
+* an ``Expand`` feeding a broadcasting elementwise op (``Add(Expand(b), x)``)
+  is left to the op's own broadcasting when the result's shape stays the same;
 * nodes whose outputs nothing reads are removed.
 
 Every rewrite gives exactly the same values.
@@ -46,11 +48,15 @@ def simplify(model, param_names=()):
             name = rename[name]
         return name
 
-    nodes = []
+    nodes, expands = [], {}
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name:
                 node.input[i] = resolve(name)
+        if node.op_type == "Expand":
+            expands[node.output[0]] = node.input[0]
+        elif node.op_type in BROADCASTING:
+            _unexpand(node, expands, shapes)
         alias = _alias(node, shapes, zeros, const, segments)
         if alias is not None:
             out = node.output[0]
@@ -64,6 +70,30 @@ def simplify(model, param_names=()):
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(_live(nodes, outputs))
+
+
+#: Elementwise ops with multidirectional broadcasting.
+BROADCASTING = frozenset("Add Sub Mul Div Where Max Min Greater Less Equal".split())
+
+
+def _unexpand(node, expands, shapes):
+    """Read the inputs of Expands directly where broadcasting gives the same result."""
+    out_shape = shapes.get(node.output[0])
+    if out_shape is None or None in out_shape:
+        return
+    for i, name in enumerate(node.input):
+        src = expands.get(name)
+        if src is None or shapes.get(src) is None:
+            continue
+        others = [shapes.get(n) for j, n in enumerate(node.input) if j != i]
+        if any(shape is None or None in shape for shape in others) or None in shapes[src]:
+            continue
+        try:
+            shape = np.broadcast_shapes(tuple(shapes[src]), *map(tuple, others))
+        except ValueError:
+            continue
+        if list(shape) == list(out_shape):
+            node.input[i] = src
 
 
 def _alias(node, shapes, zeros, const, segments):

@@ -10,6 +10,8 @@
    when none are left; it shrinks to a view when they are one contiguous run of
    a 1-D base (Nengo's merger packs the Resets of many signals into one);
    otherwise nothing changes.
+3. Nengo's check that no two sets of a base may share memory (which strided
+   views may) holds: increments whose set form would break it stay.
 """
 
 import copy
@@ -123,15 +125,21 @@ def _absorb(reset, writers):
         for sig in writes(op):
             if sig.base is base:
                 np.add.at(count, indices(sig).ravel(), 1)
+    # Nengo rejects two sets of signals that may share memory (strided views can)
+    sets = [sig for op in others for sig in op.sets if sig.base is base]
     covered = np.zeros(base.size, dtype=bool)
     incs = []
     for op in others:
         written = _written_elements(op)
         if written is None or op.incs[0].base is not base:
             continue
-        if in_reset[written].all() and (count[written] == 1).all():
-            incs.append(op)
-            covered[written] = True
+        if not (in_reset[written].all() and (count[written] == 1).all()):
+            continue
+        if any(op.incs[0].may_share_memory(sig) for sig in sets):
+            continue
+        incs.append(op)
+        sets.append(op.incs[0])
+        covered[written] = True
     if not incs:
         return None
     initial = np.asarray(base.initial_value).reshape(-1)
@@ -139,7 +147,9 @@ def _absorb(reset, writers):
     if left.size == 0:
         return incs, []
     if base.ndim == 1 and np.array_equal(left, np.arange(left[0], left[-1] + 1)):
-        return incs, [Reset(base[int(left[0]):int(left[-1]) + 1], tag=reset.tag)]
+        view = base[int(left[0]):int(left[-1]) + 1]
+        if not any(view.may_share_memory(sig) for sig in sets):
+            return incs, [Reset(view, tag=reset.tag)]
     return None
 
 
