@@ -9,7 +9,7 @@ import numpy as np
 from nengo.builder.signal import SignalDict
 from nengo.exceptions import SimulationError
 
-from .emit.context import view_indices
+from .signals import view_indices
 
 
 def sim_time(step, dt, dtype=np.float64):

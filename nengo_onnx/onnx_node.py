@@ -36,6 +36,19 @@ FLOAT_TYPES = {TensorProto.FLOAT: np.dtype(np.float32), TensorProto.DOUBLE: np.d
 #: have no gradients and few runtimes outside onnxruntime run them).
 STANDARD_DOMAINS = ("", "ai.onnx")
 
+#: Inputs (by position) that are settings or statistics, not weights: float
+#: initializers that only feed these stay constants (as Keras keeps batch-norm
+#: statistics untrained; onnxruntime-training has no gradient for most of them).
+SETTING_INPUTS = {
+    "BatchNormalization": (3, 4),  # running mean and variance
+    "Clip": (1, 2),
+    "Dropout": (1,),
+    "Pad": (2,),
+    "Range": (0, 1, 2),
+    "Resize": (1, 2),  # roi, scales
+    "Upsample": (1,),
+}
+
 #: ``sim.data[onnx_node]``: the model's parameters, ``{initializer name: array}``.
 BuiltOnnxNode = namedtuple("BuiltOnnxNode", ["params"])
 
@@ -273,6 +286,30 @@ def _check_port(name, elem_type, dims, what, attr):
     return rest, FLOAT_TYPES[elem_type], not isinstance(batch, int)
 
 
+def _output_type(model, output_name, input_name, in_shape, in_dtype, in_batched):
+    """``(elem_type, dims)`` of the output: declared, else inferred, else measured.
+
+    Measured by running the model on zeros of batch 2 (1 for a batch-1 model); a
+    dynamic batch axis shows as ``None``.
+    """
+    value = next(o for o in model.graph.output if o.name == output_name)
+    elem, dims = _value_shape(value)
+
+    def known(dims):
+        return dims is not None and len(dims) >= 1 and all(isinstance(d, int)
+                                                           for d in dims[1:])
+
+    if not known(dims):
+        inferred = _output_dims(model, output_name)
+        dims = inferred if known(inferred) else dims
+    if not known(dims):
+        batch = 2 if in_batched else 1
+        dims = _probe_output(model, input_name, in_shape, in_dtype, output_name, batch)
+        if in_batched and dims[0] == batch:
+            dims[0] = None
+    return elem, dims
+
+
 def _output_dims(model, output_name):
     """The output's dims from shape inference (``None`` where unknown)."""
     try:
@@ -320,26 +357,23 @@ def make_spec(model, inputs=None, outputs=None):
         _fail(f"model input {input_name!r} has no shape; expected [batch, d1, ...]", "inputs")
     in_shape, in_dtype, in_batched = _check_port(input_name, elem, dims, "input", "inputs")
 
-    out_value = next(o for o in graph.output if o.name == output_name)
-    elem, dims = _value_shape(out_value)
-    if dims is None or any(d is None or isinstance(d, str) for d in dims[1:]):
-        inferred = _output_dims(model, output_name)
-        if inferred is not None and len(inferred) >= 1 and all(
-                isinstance(d, int) for d in inferred[1:]):
-            dims = inferred
-    if dims is None or len(dims) < 1 or any(not isinstance(d, int) for d in dims[1:]):
-        probe_batch = 2 if in_batched else 1
-        dims = _probe_output(model, input_name, in_shape, in_dtype, output_name, probe_batch)
-        if in_batched and dims and dims[0] == probe_batch:
-            dims[0] = None
+    elem, dims = _output_type(model, output_name, input_name, in_shape, in_dtype, in_batched)
     out_shape, out_dtype, out_batched = _check_port(output_name, elem, dims, "output",
                                                     "outputs")
     if not all(d > 0 for d in out_shape):
         _fail(f"model output {output_name!r} has shape {dims}; expected positive sizes",
               "outputs")
-    params = [t.name for t in graph.initializer if t.data_type in FLOAT_TYPES]
     return OnnxSpec(model, input_name, output_name, in_shape, out_shape, in_dtype, out_dtype,
-                    bool(in_batched and out_batched), params)
+                    bool(in_batched and out_batched), _parameters(graph))
+
+
+def _parameters(graph):
+    """The float initializers that are weights (not only `SETTING_INPUTS`)."""
+    weights = {o.name for o in graph.output}
+    for node in _all_nodes(graph):
+        settings = SETTING_INPUTS.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ()
+        weights.update(name for i, name in enumerate(node.input) if i not in settings)
+    return [t.name for t in graph.initializer if t.data_type in FLOAT_TYPES and t.name in weights]
 
 
 # -- the Nengo object -------------------------------------------------------------------------

@@ -40,6 +40,19 @@ def unique_names(objs, name_fn=object_name):
     return names
 
 
+def view_indices(sig):
+    """Flat indices into ``sig.base`` of each element of ``sig``, shaped like ``sig``."""
+    if not sig.is_view:
+        # (a sparse signal's ``size`` counts its nonzeros, not its elements)
+        return np.arange(int(np.prod(sig.shape))).reshape(sig.shape)
+    idx = np.full(sig.shape, sig.elemoffset, dtype=np.int64)
+    for axis, stride in enumerate(sig.elemstrides):
+        shape = [1] * len(sig.shape)
+        shape[axis] = sig.shape[axis]
+        idx = idx + stride * np.arange(sig.shape[axis]).reshape(shape)
+    return idx
+
+
 def _dense(value):
     if isinstance(value, SparseMatrix):
         value = value.allocate()  # as nengo's SignalDict.init does (warns without scipy)

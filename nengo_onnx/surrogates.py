@@ -226,6 +226,22 @@ DERIVATIVES = {
 }
 
 
+def _lif_rate_from_output_nodes(d, J, tau_rc_over_amplitude):
+    """LIFRate's derivative from its output ``O = amplitude * r``: ``tau_rc / amplitude *
+    O^2 / (x (x + 1))``, ``x = J - 1`` (``O = 0`` where ``x <= 0``, and ``x`` is floored
+    there so that nothing divides by 0)."""
+    one = d.const(1.0)
+    x = d.op("Max", d.op("Sub", J, one), d.const(1e-30))
+    squared = d.op("Mul", "O(0)", "O(0)")
+    return d.op("Div", d.op("Mul", squared, tau_rc_over_amplitude),
+                d.op("Mul", x, d.op("Add", x, one)))
+
+
+#: LIFRate's gradient from its output (for rate LIF neurons in training graphs).
+LIF_RATE_FROM_OUTPUT = Derivative(
+    "FromOutput", ("tau_rc_over_amplitude",), _lif_rate_from_output_nodes, None)
+
+
 def derivative_for(neurons, mode, smoothing):
     """``(Derivative, {param: value})`` for spiking ``neurons`` in ``mode``."""
     if isinstance(neurons, nn.RatesToSpikesNeuronType):
@@ -256,6 +272,25 @@ def spiking(ctx, neurons, forward, J, state, mode, name=None):
     Returns ``(output, new_state)`` as ``forward`` does.
     """
     derivative, values = derivative_for(neurons, mode, lif_smoothing(ctx))
+    return custom_gradient(ctx, neurons, forward, J, state, derivative, values, name)
+
+
+def lif_rate(ctx, neurons, forward, J):
+    """Emit LIFRate ``forward(neurons, ctx, J, {})`` as a ``nengo.ops`` op whose gradient
+    is computed from its output (`LIF_RATE_FROM_OUTPUT`): a few nodes instead of the
+    derivatives of every node of the rate, which are most of a rate LIF network's
+    training step. Returns ``(output, {})``; None if an amplitude is 0."""
+    amplitude = np.asarray(neurons.amplitude, dtype=np.float64)
+    if np.any(amplitude == 0):
+        return None
+    values = {"tau_rc_over_amplitude": np.asarray(neurons.tau_rc) / amplitude}
+    return custom_gradient(ctx, neurons, forward, J, {}, LIF_RATE_FROM_OUTPUT, values,
+                           "LIFRate")
+
+
+def custom_gradient(ctx, neurons, forward, J, state, derivative, values, name=None):
+    """Emit ``forward(neurons, ctx, J, state)`` as one op of the ``nengo.ops`` domain
+    whose gradient w.r.t. ``J`` is ``derivative`` (parameters ``values``)."""
     params = [ctx.const(np.asarray(values[k], dtype=ctx.dtype)) for k in derivative.params]
     graph = ctx.graph
     start = len(graph.nodes)

@@ -74,7 +74,8 @@ def feed_inputs(graph):
         replaced[op] = feed
 
     operators = [replaced.get(op, op) for op in graph.nodes]
-    extra = [f for f, source, _ in feeds.values() if source is None]
+    # feeds of constant Nodes replace no operator: add them (unless already there)
+    extra = [f for f, source, _ in feeds.values() if source is None and f not in graph]
     new = rebuild(graph, operators + extra)
     new.graph["feeds"] = feeds
     return new

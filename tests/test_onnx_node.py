@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 from nengo.exceptions import ValidationError
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 import nengo_onnx
 from nengo_onnx import optimizers, trainable, training
@@ -275,6 +276,37 @@ def test_convnet_trains(rng):
         assert not np.allclose(sim.data[node].params["W"], kernel)
 
 
+def test_statistics_and_settings_are_not_parameters(rng):
+    """Batch-norm statistics and Clip bounds stay constants; the rest trains."""
+    model = make_model(
+        [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["bn"]),
+         helper.make_node("Clip", ["bn", "lo", "hi"], ["cl"]),
+         helper.make_node("Flatten", ["cl"], ["y"])],
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 1, 3, 3])],
+        [helper.make_tensor_value_info("y", FLOAT, ["N", 18])],
+        {"W": rng.randn(2, 1, 3, 3).astype(np.float32), "scale": np.ones(2, np.float32),
+         "bias": np.zeros(2, np.float32), "mean": np.full(2, 0.1, np.float32),
+         "var": np.full(2, 2.0, np.float32), "lo": np.array(-1, np.float32),
+         "hi": np.array(1, np.float32)})
+    with nengo.Network(seed=0) as net:
+        inp = nengo.Node(np.zeros(9))
+        node = nengo_onnx.OnnxNode(model, label="bn")
+        nengo.Connection(inp, node, synapse=None)
+        p = nengo.Probe(node)
+    assert node.param_names == ["W", "scale", "bias"]
+    x, y = rng.uniform(0, 1, (8, 1, 9)), rng.uniform(-1, 1, (8, 1, 18))
+    with nengo_onnx.Simulator(net, minibatch_size=4, progress_bar=False) as sim:
+        before = sim.loss({inp: x, p: y})
+        sim.train({inp: x, p: y}, optimizers.Adam(0.01), n_epochs=3)
+        assert sim.loss({inp: x, p: y}) < before
+        sim.run_steps(1, data={inp: x[:4]})
+        out = np.array(sim.data[p][:, 0])
+        sim.freeze_params([node])
+    # the trained model, run on its own, gives the simulator's outputs
+    assert np.allclose(out, run_alone(node.model, x[:4, 0], (1, 3, 3)), atol=1e-5)
+
+
 # -- export --------------------------------------------------------------------------------------
 
 
@@ -307,6 +339,26 @@ def test_export_inlines_the_model(tmp_path):
     outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
     name = next(o["name"] for o in info.outputs if "OnnxNode" in o.get("object", ""))
     assert np.allclose(outs[name][0], sim.data[net.p], atol=1e-6)
+    # a second, independent ONNX engine agrees
+    reference = ReferenceEvaluator(exported).run([name], feeds)[0]
+    assert np.allclose(reference[0], sim.data[net.p], atol=1e-5)
+
+
+def test_trained_parameters_are_exported(rng, tmp_path):
+    """train -> save_params -> export(params=...) (what `nengo-onnx compile --params` does)."""
+    net = upstream_net(mlp(2, 8, 1))
+    x, y = product_data(rng, n=8)
+    with nengo_onnx.Simulator(net, minibatch_size=4, progress_bar=False) as sim:
+        sim.train({net.inp: x, net.p: y}, optimizers.Adam(0.02), n_epochs=3)
+        sim.save_params(tmp_path / "params")
+        sim.run_steps(1, data={net.inp: x[:4]})
+        trained = np.array(sim.data[net.p][:, 0])
+    path = tmp_path / "trained.onnx"
+    nengo_onnx.export(upstream_net(mlp(2, 8, 1)), path, params=tmp_path / "params.npz",
+                      fixed=1, minibatch_size=4)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"inp": x[:4].astype(np.float32)})[0]
+    assert np.allclose(out[:, 0], trained, atol=1e-5)
 
 
 # -- validation ----------------------------------------------------------------------------------

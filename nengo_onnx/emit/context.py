@@ -16,18 +16,7 @@ import numpy as np
 
 from nengo.exceptions import BuildError
 
-
-def view_indices(sig):
-    """Flat indices into ``sig.base`` of each element of ``sig``, shaped like ``sig``."""
-    if not sig.is_view:
-        # (a sparse signal's ``size`` counts its nonzeros, not its elements)
-        return np.arange(int(np.prod(sig.shape))).reshape(sig.shape)
-    idx = np.full(sig.shape, sig.elemoffset, dtype=np.int64)
-    for axis, stride in enumerate(sig.elemstrides):
-        shape = [1] * len(sig.shape)
-        shape[axis] = sig.shape[axis]
-        idx = idx + stride * np.arange(sig.shape[axis]).reshape(shape)
-    return idx
+from ..signals import view_indices
 
 
 def _contiguous(idx):
