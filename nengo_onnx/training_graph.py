@@ -310,8 +310,12 @@ def _build_module(sim, model, names, session_options, terms):
         state = ort_training.api.CheckpointState.load_checkpoint(
             os.path.join(tmp, "checkpoint"))
         so = session_options or _ort.session_options(threads=sim.runtime.threads)
-        module = ort_training.api.Module(os.path.join(tmp, "training_model.onnx"), state,
-                                         session_options=so)
+        try:
+            module = ort_training.api.Module(os.path.join(tmp, "training_model.onnx"), state,
+                                             session_options=so)
+        except RuntimeError as err:  # e.g. a gradient op without a CPU kernel
+            raise SimulationError(
+                f"onnxruntime-training could not run the training graph: {err}") from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return module, state

@@ -88,6 +88,11 @@ SIGMA = surrogates.DEFAULT_SIGMA
 
 # (neuron type, mode, lif_smoothing, rate function f whose derivative is the gradient)
 CASES = {
+    # rate neurons and the rate substitution: LIFRate's gradient from its output
+    "lifrate": (nengo.LIFRate(amplitude=0.01), None, None, lambda J: lif_rate(J, 0.01)),
+    "lif-substituted": (nengo.LIF(amplitude=0.02), None, None, lambda J: lif_rate(J, 0.02)),
+    "adaptive-lifrate": (nengo.AdaptiveLIFRate(amplitude=0.01), None, None,
+                         lambda J: lif_rate(J, 0.01)),
     "lif-rate": (nengo.LIF(amplitude=0.01), "rate", None, lambda J: lif_rate(J, 0.01)),
     "lif-rate-smoothed": (nengo.LIF(amplitude=0.01), "rate", 0.1,
                           lambda J: soft_lif(J, amplitude=0.01, sigma=0.1)),
@@ -110,7 +115,7 @@ CASES = {
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
 @pytest.mark.parametrize("case", list(CASES))
 def test_gradient_is_the_registered_derivative(rng, case):
-    """dL/d(bias) through the spiking op is sum(dL/dy * f'(J)), f' by finite differences."""
+    """dL/d(bias) through the op is sum(dL/dy * f'(J)), f' by finite differences."""
     neuron_type, mode, smoothing, rate = CASES[case]
     bias = np.array([-0.5, 0.3, 0.7, 1.3, 1.6, 2.0, 3.0, 5.0])
     n = bias.size
