@@ -33,6 +33,9 @@ The default (``spiking_gradient=None``) is NengoDL's rate substitution. Only
 training graphs are affected: ``sim.run``, ``sim.loss`` and exported models never
 contain the custom domain.
 
+The same mechanism gives rate LIF neurons in training graphs a cheaper exact gradient,
+computed from their output (`lif_rate`).
+
 A function's body depends only on the structure of the emitted step: every
 constant it reads (neuron parameters too) is a function input, so one function
 serves all steps and all ensembles with the same structure, and its name (a
