@@ -9,8 +9,6 @@ time-only values, random numbers); its outputs are the new state
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .emit import emit
 from .emit.context import EmitContext
 from .onnx_graph import DEFAULT_OPSET, GraphBuilder

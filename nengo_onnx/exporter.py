@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 
@@ -44,6 +43,7 @@ from nengo.utils.numpy import is_array_like
 from onnx import helper, numpy_helper
 
 from .emit import find_emitter
+from .params import write_atomically
 from .graph import step_order
 from .onnx_graph import DEFAULT_OPSET, onnx_dtype, serialize
 from .runtime import RANDOM_PREFIX
@@ -297,19 +297,8 @@ def _check_path(path):
 
 
 def atomic_write(path, data):
-    """Write ``data`` (bytes) to ``path`` through a temporary file and ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".nengo_onnx_", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``data`` (bytes) to ``path`` atomically (see `nengo_onnx.params.write_atomically`)."""
+    write_atomically(path, lambda f: f.write(data))
 
 
 # -- what cannot be exported ------------------------------------------------------------------

@@ -118,7 +118,12 @@ def _params_path(path, for_reading=False):
     return path + ".npz"
 
 
-def _atomic_write(path, write):
+def write_atomically(path, write):
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    A reader never sees a half-written file, and a failed write leaves any old
+    file as it was.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".partial")
     try:
@@ -155,7 +160,7 @@ def save_params(sim, path, include_state=False):
             arrays[f"state/{key}"] = np.array(sim.runtime.store[base])
     arrays["meta/format"] = np.array("nengo_onnx.params.v1")
     target = _params_path(path)
-    _atomic_write(target, lambda f: np.savez(f, **arrays))
+    write_atomically(target, lambda f: np.savez(f, **arrays))
     return target
 
 

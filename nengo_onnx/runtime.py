@@ -10,7 +10,6 @@ Two modes:
 """
 
 import numpy as np
-import onnxruntime as ort
 
 from . import _ort
 from .compiler import emit_block

@@ -9,7 +9,6 @@ import nengo
 from nengo.builder import Model
 from nengo.cache import get_default_decoder_cache
 from nengo.exceptions import (
-    BuildError,
     ReadonlyError,
     SimulatorClosed,
     ValidationError,
@@ -20,7 +19,7 @@ from .config import get_setting
 from .graph import operator_graph
 from .pipeline import run_passes
 from .runtime import Runtime
-from .signals import SignalPlan, object_name, unique_names
+from .signals import SignalPlan, unique_names
 
 #: Steps per ONNX call. Session creation grows faster than linearly with the
 #: graph, per-call overhead is ~10 us: see docs/benchmarks.md for the measurement.

@@ -48,7 +48,7 @@ from .objectives import mse, objective_name, takes_targets
 from .optimizers import Optimizer
 from .params import (  # noqa: F401  (the Simulator's methods come from here)
     ParamsMismatchError,
-    _atomic_write,
+    write_atomically,
     _check_open,
     _describe,
     freeze_params,
@@ -558,7 +558,7 @@ def _write_profile(profile_dir, target):
             continue
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
-    _atomic_write(target, lambda f: f.write(json.dumps(events).encode("utf-8")))
+    write_atomically(target, lambda f: f.write(json.dumps(events).encode("utf-8")))
     shutil.rmtree(profile_dir, ignore_errors=True)
 
 
