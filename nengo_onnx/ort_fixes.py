@@ -134,7 +134,7 @@ def prepare_for_gradients(model, param_names):
     """
     graph = model.graph
     inferred = shape_inference.infer_shapes(model).graph
-    shapes = _shapes(inferred)
+    shapes = value_shapes(inferred)
     floats = _float_values(inferred)
     for node in graph.node:
         if node.op_type == "Transpose" and not any(a.name == "perm" for a in node.attribute):
@@ -169,7 +169,7 @@ def _float_values(graph):
     return names
 
 
-def _shapes(graph):
+def value_shapes(graph):
     """Static shapes (lists, None for unknown dims) of the values of a graph."""
     shapes = {}
     for value in list(graph.input) + list(graph.value_info) + list(graph.output):

@@ -24,7 +24,7 @@ from .onnx_graph import DEFAULT_OPSET, GraphBuilder
 from .ort_fixes import check_differentiable, prepare_for_gradients, reachable_initializers
 from .passes.unroll import unroll, unrolled_order
 from .signals import sanitize
-from .simplify import simplify
+from .training_cleanup import simplify
 
 #: Training graphs kept per simulator (each holds an onnxruntime Module).
 MAX_CACHED = 8

@@ -23,6 +23,8 @@ Every rewrite gives exactly the same values.
 import numpy as np
 from onnx import helper, numpy_helper, shape_inference
 
+from .ort_fixes import value_shapes as _shapes
+
 
 def simplify(model, param_names=()):
     """Simplify ``model`` in place (see the module docstring).
@@ -229,18 +231,6 @@ def _dim(shapes, name, axis):
 def _same_shape(shapes, a, b):
     sa, sb = shapes.get(a), shapes.get(b)
     return sa is not None and sa == sb and None not in sa
-
-
-def _shapes(graph):
-    shapes = {}
-    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
-        tensor = value.type.tensor_type
-        if tensor.HasField("shape"):
-            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
-                                  for d in tensor.shape.dim]
-    for init in graph.initializer:
-        shapes[init.name] = list(init.dims)
-    return shapes
 
 
 def _live(nodes, outputs):
