@@ -5,7 +5,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from nengo_onnx import _ort
-from nengo_onnx.simplify import simplify
+from nengo_onnx.training_cleanup import simplify
 
 
 def ints(name, values):
