@@ -9,13 +9,13 @@ import nengo
 from nengo.builder import Model
 from nengo.builder.processes import SimProcess
 
-import nengo_onnx
-from nengo_onnx import pipeline
 from nengo_onnx.graph import operator_graph
 from nengo_onnx.passes.feed_inputs import feed_inputs
 from nengo_onnx.passes.merge_synapses import LinearFilterGroup, merge_synapses
 from nengo_onnx.passes.simplify import SIMPLIFY
 from nengo_onnx.simulator import input_nodes
+
+from .test_simplify import check_matches_nengo
 
 N_STEPS = 25
 GENERAL = nengo.LinearFilter([0.002, 1], [0.01, 1])  # with passthrough (D != 0)
@@ -130,14 +130,5 @@ def test_group_make_step_is_nengo():
 def test_matches_nengo(make_net, unroll, monkeypatch):
     net = make_net()
     for passes in ([merge_synapses], SIMPLIFY):
-        monkeypatch.setattr(pipeline, "SIMPLIFY", tuple(passes))
-        with nengo.Simulator(net, progress_bar=False) as ref:
-            ref.run_steps(N_STEPS)
-        with nengo_onnx.Simulator(
-            net, minibatch_size=2, unroll_simulation=unroll, progress_bar=False
-        ) as sim:
-            sim.run_steps(N_STEPS)
+        sim = check_matches_nengo(net, passes, monkeypatch, unroll)
         assert any(isinstance(op, LinearFilterGroup) for op in sim.graph.nodes)
-        for probe in net.all_probes:
-            for item in sim.data[probe]:
-                assert np.allclose(item, ref.data[probe], atol=1e-5), probe
