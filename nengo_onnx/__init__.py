@@ -7,16 +7,19 @@ not import nengo.
 
 import importlib
 
-from . import _ort  # noqa: F401  (quiets onnxruntime before anything else uses it)
+from nengo_onnx import ort_setup  # quiets onnxruntime before anything else uses it
 
 __version__ = "0.1.0"
 
+#: public name -> the module that defines it (None: the name is a module)
 _PUBLIC = {
-    "Simulator": "simulator",
-    "configure_settings": "config",
-    "export": "exporter",
-    "OnnxNode": "onnx_node",
-    "objectives": None,  # modules
+    "Simulator": "nengo_onnx.simulator",
+    "configure_settings": "nengo_onnx.config",
+    "export": "nengo_onnx.exporting.exporter",
+    "ExportError": "nengo_onnx.exporting.exporter",
+    "ParamsMismatchError": "nengo_onnx.compiler.params",
+    "OnnxNode": "nengo_onnx.onnx_node",
+    "objectives": None,
     "optimizers": None,
 }
 __all__ = [*_PUBLIC, "__version__"]
@@ -27,9 +30,9 @@ def __getattr__(name):
         raise AttributeError(f"module 'nengo_onnx' has no attribute '{name}'")
     module = _PUBLIC[name]
     value = (
-        importlib.import_module(f".{name}", __name__)
+        importlib.import_module(f"nengo_onnx.{name}")
         if module is None
-        else getattr(importlib.import_module(f".{module}", __name__), name)
+        else getattr(importlib.import_module(module), name)
     )
     globals()[name] = value
     return value

@@ -141,7 +141,7 @@ def _default_output(spec):
 
 
 def compile_command(args):
-    from .exporter import export_network  # noqa: PLC0415  (imports nengo)
+    from nengo_onnx.exporting.exporter import export_network  # imports nengo: only when needed
 
     if args.params is not None and not any(
             os.path.isfile(p) for p in (args.params, f"{args.params}.npz")):
@@ -162,7 +162,7 @@ def compile_command(args):
 
 
 def run_command(args):
-    from . import runner  # noqa: PLC0415
+    from nengo_onnx.exporting import runner  # noqa: PLC0415
 
     return runner.run_command(args)
 
@@ -252,7 +252,7 @@ def inspect_command(args):
 
 
 def build_parser():
-    from . import runner  # noqa: PLC0415  (onnxruntime and numpy only)
+    from nengo_onnx.exporting import runner  # onnxruntime and numpy only
 
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -330,7 +330,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from . import __version__  # noqa: PLC0415
+        from nengo_onnx import __version__  # noqa: PLC0415
 
         print(__version__)
         return 0
@@ -366,7 +366,7 @@ def _one_line_warning(command):
 
 
 def _known_errors():
-    from .runner import RunnerError  # noqa: PLC0415
+    from nengo_onnx.exporting.runner import RunnerError  # noqa: PLC0415
 
     known = [CLIError, RunnerError, OSError]
     if "nengo" in sys.modules:

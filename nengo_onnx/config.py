@@ -58,7 +58,7 @@ def _configure_trainable(config, value):
     ``net.config[obj].trainable`` can be set per object, per class and per
     subnetwork; ``trainable=True/False`` also makes it the default for every
     Ensemble, Connection and Neurons inside this network (see
-    `nengo_onnx.trainable` for which setting wins).
+    `nengo_onnx.compiler.trainable` for which setting wins).
     """
     if value is not None and not isinstance(value, bool):
         raise ValidationError(f"trainable must be None, True or False (got {value!r})",

@@ -6,7 +6,7 @@ needs no targets) of arrays shaped ``(minibatch_size, n_steps, probe.size_in)``
 array-API operations (``xp = array_api_compat.array_namespace(outputs)``), the
 same function runs on numpy arrays (which is how `.Simulator.loss` and a user's
 own checks call it) and is traced into the ONNX loss nodes of the training
-graph (through ndonnx; see `nengo_onnx.tracing`). The objectives here also emit
+graph (through ndonnx; see `nengo_onnx.training.tracing`). The objectives here also emit
 their ONNX nodes directly (``_onnx``), so the default path needs no tracing.
 """
 

@@ -8,7 +8,7 @@ of the model (its parameters), and a `SimOnnx` operator:
 
 * in ``nengo.Simulator``, `SimOnnx.make_step` runs the model with onnxruntime
   once per step (batch 1; not trainable);
-* in ``nengo_onnx.Simulator``, the emitter (`nengo_onnx.emit.onnx_node`) inlines
+* in ``nengo_onnx.Simulator``, the emitter (`nengo_onnx.compiler.emit.onnx_node`) inlines
   the model's nodes into the step graph, batched over the minibatch, reading
   its parameters as initializers of the graph: training changes them, they are
   saved and loaded with the other parameters, and ``nengo-onnx compile``
@@ -26,9 +26,9 @@ from nengo.builder.operator import Reset
 from nengo.exceptions import ValidationError
 from onnx import TensorProto, helper, numpy_helper
 
-from . import _ort
-from .onnx_graph import DEFAULT_OPSET
-from .signals import sanitize
+from nengo_onnx import ort_setup as _ort
+from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET
+from nengo_onnx.compiler.signals import sanitize
 
 #: ONNX element types an OnnxNode's input and output may have, as numpy dtypes.
 FLOAT_TYPES = {TensorProto.FLOAT: np.dtype(np.float32), TensorProto.DOUBLE: np.dtype(np.float64)}

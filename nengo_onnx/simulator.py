@@ -15,11 +15,11 @@ from nengo.exceptions import (
 )
 from nengo.utils.progress import Progress, ProgressTracker
 
-from .config import get_setting
-from .graph import operator_graph
-from .pipeline import run_passes
-from .runtime import Runtime
-from .signals import SignalPlan, unique_names
+from nengo_onnx.config import get_setting
+from nengo_onnx.compiler.graph import operator_graph
+from nengo_onnx.compiler.pipeline import run_passes
+from nengo_onnx.runtime.runtime import Runtime
+from nengo_onnx.compiler.signals import SignalPlan, unique_names
 
 #: Steps per ONNX call. Session creation grows faster than linearly with the
 #: graph, per-call overhead is ~10 us: see docs/benchmarks.md for the measurement.
@@ -315,35 +315,35 @@ class Simulator:
     # -- training, parameters and export (implemented in their own modules) ----------
 
     def train(self, *args, **kwargs):
-        """Train the network's parameters (see `nengo_onnx.training.train`)."""
-        from .training import train  # noqa: PLC0415
+        """Train the network's parameters (see `nengo_onnx.training.train.train`)."""
+        from nengo_onnx.training.train import train  # noqa: PLC0415
 
         return train(self, *args, **kwargs)
 
     def loss(self, *args, **kwargs):
-        """Evaluate the objectives on ``data`` (see `nengo_onnx.training.loss`)."""
-        from .training import loss  # noqa: PLC0415
+        """Evaluate the objectives on ``data`` (see `nengo_onnx.training.train.loss`)."""
+        from nengo_onnx.training.train import loss  # noqa: PLC0415
 
         return loss(self, *args, **kwargs)
 
     def save_params(self, *args, **kwargs):
-        from .training import save_params  # noqa: PLC0415
+        from nengo_onnx.training.train import save_params  # noqa: PLC0415
 
         return save_params(self, *args, **kwargs)
 
     def load_params(self, *args, **kwargs):
-        from .training import load_params  # noqa: PLC0415
+        from nengo_onnx.training.train import load_params  # noqa: PLC0415
 
         return load_params(self, *args, **kwargs)
 
     def freeze_params(self, *args, **kwargs):
-        from .training import freeze_params  # noqa: PLC0415
+        from nengo_onnx.training.train import freeze_params  # noqa: PLC0415
 
         return freeze_params(self, *args, **kwargs)
 
     def export(self, *args, **kwargs):
-        """Write an inference ONNX model (see `nengo_onnx.exporter.export_simulator`)."""
-        from .exporter import export_simulator  # noqa: PLC0415
+        """Write an inference ONNX model (see `nengo_onnx.exporting.exporter.export_simulator`)."""
+        from nengo_onnx.exporting.exporter import export_simulator  # noqa: PLC0415
 
         return export_simulator(self, *args, **kwargs)
 

@@ -11,14 +11,14 @@
    pickled or reused) are kept as they are.
 
 The runtime computes the fed values with Nengo's own step functions
-(`nengo_onnx.host.TimeFeeder`), so they match ``nengo.Simulator`` exactly.
+(`nengo_onnx.runtime.host.TimeFeeder`), so they match ``nengo.Simulator`` exactly.
 """
 
 from nengo.builder.operator import SimPyFunc
 from nengo.builder.processes import SimProcess
 
-from nengo_onnx.graph import FeedInput, rebuild
-from nengo_onnx.signals import sanitize
+from nengo_onnx.compiler.graph import FeedInput, rebuild
+from nengo_onnx.compiler.signals import sanitize
 
 
 def _mode(op):

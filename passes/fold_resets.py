@@ -18,8 +18,8 @@ from nengo.builder.processes import SimProcess
 from nengo.builder.signal import Signal
 from nengo.synapses import LinearFilter
 
-from .merge_synapses import LinearFilterGroup
-from .util import (
+from nengo_onnx.passes.merge_synapses import LinearFilterGroup
+from nengo_onnx.passes.util import (
     LiveMask,
     indices,
     ordered_ops,

@@ -23,7 +23,7 @@ from nengo.builder.optimizer import OpMergePass
 from nengo.utils.simulator import operator_dependency_graph
 from nengo.utils.stdlib import OrderedSet
 
-from nengo_onnx.graph import rebuild
+from nengo_onnx.compiler.graph import rebuild
 
 
 class _ScheduleOrderMergePass(OpMergePass):

@@ -18,7 +18,7 @@ from nengo.builder.operator import Operator
 from nengo.builder.processes import SimProcess
 from nengo.synapses import LinearFilter
 
-from .util import ordered_ops, rebuild_checked
+from nengo_onnx.passes.util import ordered_ops, rebuild_checked
 
 
 class LinearFilterGroup(Operator):

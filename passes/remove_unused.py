@@ -16,8 +16,8 @@ from nengo.builder.probe import SimProbe
 from nengo.builder.processes import SimProcess
 from nengo.synapses import LinearFilter
 
-from .merge_synapses import LinearFilterGroup
-from .util import LiveMask, indices, ordered_ops, probed_signals, rebuild_checked, writes
+from nengo_onnx.passes.merge_synapses import LinearFilterGroup
+from nengo_onnx.passes.util import LiveMask, indices, ordered_ops, probed_signals, rebuild_checked, writes
 
 
 def _removable(op):

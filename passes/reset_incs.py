@@ -20,7 +20,7 @@ import numpy as np
 from nengo.builder.operator import BsrDotInc, Copy, DotInc, ElementwiseInc, Reset, SparseDotInc
 from nengo.builder.transforms import ConvInc, ConvTransposeInc
 
-from .util import indices, ordered_ops, rebuild_checked, writers_by_base, writes
+from nengo_onnx.passes.util import indices, ordered_ops, rebuild_checked, writers_by_base, writes
 
 
 class SetMixin:

@@ -11,11 +11,11 @@ Each keeps the results identical to ``nengo.Simulator``. NengoDL's
 ``remove_zero_incs``, ``remove_reset_incs``).
 """
 
-from .fold_resets import fold_constant_resets
-from .merge_synapses import merge_synapses
-from .remove_unused import remove_unused
-from .reset_incs import fuse_reset_incs
-from .zero_incs import remove_zero_incs
+from nengo_onnx.passes.fold_resets import fold_constant_resets
+from nengo_onnx.passes.merge_synapses import merge_synapses
+from nengo_onnx.passes.remove_unused import remove_unused
+from nengo_onnx.passes.reset_incs import fuse_reset_incs
+from nengo_onnx.passes.zero_incs import remove_zero_incs
 
 SIMPLIFY = (
     fold_constant_resets,

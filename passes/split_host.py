@@ -7,8 +7,8 @@ of ``("onnx", [ops...])`` and ``("host", op)`` entries in schedule order, run on
 after the other every step. A graph without such operators is one ONNX segment.
 """
 
-from nengo_onnx.emit import find_emitter
-from nengo_onnx.graph import step_order
+from nengo_onnx.compiler.emit import find_emitter
+from nengo_onnx.compiler.graph import step_order
 
 
 def split_host(graph):

@@ -8,7 +8,7 @@ any topological order of it runs the steps one after another, threading state.
 
 import networkx as nx
 
-from nengo_onnx.graph import step_order
+from nengo_onnx.compiler.graph import step_order
 
 
 def unroll(graph, n_steps):

@@ -1,7 +1,7 @@
 """Helpers shared by the simplification passes: element indices, writers, rebuilding.
 
-Not a pass. Kept free of `nengo_onnx.emit` imports, since the emitters of the
-operators that passes define (`nengo_onnx.emit.groups`) import the passes.
+Not a pass. Kept free of `nengo_onnx.compiler.emit` imports, since the emitters of the
+operators that passes define (`nengo_onnx.compiler.emit.groups`) import the passes.
 """
 
 import copy
@@ -11,8 +11,8 @@ from collections import defaultdict
 import networkx as nx
 import numpy as np
 
-from nengo_onnx.graph import rebuild
-from nengo_onnx.signals import view_indices as indices  # noqa: F401  (used by passes)
+from nengo_onnx.compiler.graph import rebuild
+from nengo_onnx.compiler.signals import view_indices as indices  # noqa: F401  (used by passes)
 
 
 def writes(op):

@@ -11,8 +11,8 @@ zero transform that training will change) is never treated as one.
 import numpy as np
 from nengo.builder.operator import Copy, DotInc, ElementwiseInc
 
-from .fold_resets import FoldedConstant
-from .util import ordered_ops, rebuild_checked
+from nengo_onnx.passes.fold_resets import FoldedConstant
+from nengo_onnx.passes.util import ordered_ops, rebuild_checked
 
 
 def _is_zero(sig):

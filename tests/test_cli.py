@@ -13,7 +13,7 @@ import nengo
 import nengo_onnx
 from nengo_onnx import optimizers
 from nengo_onnx.cli import load_network, main
-from nengo_onnx.exporter import ExportError
+from nengo_onnx.exporting.exporter import ExportError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "docs", "examples", "communication_channel.py")

@@ -10,8 +10,10 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import nengo_onnx
-from nengo_onnx import optimizers, trainable, training
-from nengo_onnx.training import gradients
+from nengo_onnx import optimizers
+from nengo_onnx.compiler import trainable
+from nengo_onnx.training import train as training
+from nengo_onnx.training.train import gradients
 
 FLOAT = TensorProto.FLOAT
 

@@ -9,7 +9,7 @@ import nengo
 from nengo.builder import Model
 from nengo.builder.processes import SimProcess
 
-from nengo_onnx.graph import operator_graph
+from nengo_onnx.compiler.graph import operator_graph
 from nengo_onnx.passes.feed_inputs import feed_inputs
 from nengo_onnx.passes.merge_synapses import LinearFilterGroup, merge_synapses
 from nengo_onnx.passes.simplify import SIMPLIFY

@@ -11,8 +11,8 @@ from nengo.builder.probe import SimProbe
 from nengo.builder.signal import Signal, SignalDict
 
 import nengo_onnx
-from nengo_onnx import pipeline
-from nengo_onnx.graph import operator_graph, rebuild, step_order
+from nengo_onnx.compiler import pipeline
+from nengo_onnx.compiler.graph import operator_graph, rebuild, step_order
 from nengo_onnx.passes.feed_inputs import feed_inputs
 from nengo_onnx.passes.fold_resets import FoldedConstant, fold_constant_resets
 from nengo_onnx.passes.merge_synapses import merge_synapses

@@ -1,0 +1,322 @@
+"""The training graph: the forward block of ``n`` steps, loss nodes, gradients.
+
+`compile_window` emits the forward graph with ``training=True`` (rate forms for
+spiking neurons), adds the objectives' loss nodes (`add_loss`; output 0 is the
+float32 scalar that is differentiated, output 1 the reported loss, then the
+final state for truncated BPTT), works around onnxruntime-training's builder
+bugs (`nengo_onnx.training.ort_fixes`) and builds a ``Module`` on its own
+``CheckpointState`` whose parameters are the trainable initializers.
+"""
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+from nengo.exceptions import SimulationError, ValidationError
+from onnx import TensorProto, helper, numpy_helper
+
+from nengo_onnx import ort_setup as _ort
+from nengo_onnx.compiler import trainable
+from nengo_onnx.compiler.block import emit_block
+from nengo_onnx.config import get_setting
+from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET, GraphBuilder
+from nengo_onnx.training.ort_fixes import check_differentiable, prepare_for_gradients, reachable_initializers
+from nengo_onnx.passes.unroll import unroll, unrolled_order
+from nengo_onnx.compiler.signals import sanitize
+from nengo_onnx.training.cleanup import simplify
+
+#: Training graphs kept per simulator (each holds an onnxruntime Module).
+MAX_CACHED = 8
+
+
+
+def _settings(sim):
+    return {key: get_setting(sim.network, key)
+            for key in ("lif_smoothing", "spiking_gradient")}
+
+
+def _forward_block(sim, n_steps, probes):
+    runtime = sim.runtime
+    ops = runtime.segments[0][1] if runtime.segments else []
+    sub = runtime.graph.subgraph(ops)
+    steps = list(unrolled_order(unroll(sub, n_steps)))
+    return emit_block(
+        steps, sim.signals, n_steps=n_steps, minibatch_size=runtime.B, dtype=np.float32,
+        dt=sim.dt, probes=[(sim._probe_keys[p], sim.model.sig[p]["in"]) for p in probes],
+        training=True, settings=_settings(sim),
+    )
+
+
+def _names_in(model):
+    graph = model.graph
+    names = {v.name for v in list(graph.input) + list(graph.output)}
+    names.update(init.name for init in graph.initializer)
+    for node in graph.node:
+        names.update(node.output)
+        names.add(node.name)
+    return names
+
+
+def _chain_add(g, values):
+    total = values[0]
+    for value in values[1:]:
+        total = g.node("Add", [total, value])
+    return total
+
+
+def _emit_term(g, term, index, outputs, targets, shapes):
+    """Loss nodes of one objective; returns the scalar value's name."""
+    if term.fn is None:  # targets are dL/dy: sum(y * g) has exactly that gradient
+        parts = [g.node("ReduceSum", [g.node("Mul", [y, t])], keepdims=0)
+                 for y, t in zip(outputs, targets)]
+        return _chain_add(g, parts)
+    direct = getattr(term.fn, "_onnx", None)
+    if direct is not None and not term.tuple_key:
+        try:
+            return direct(g, outputs[0], targets[0] if term.takes_targets else None)
+        except ValidationError:
+            raise
+    from nengo_onnx.training.tracing import as_list, inline, trace  # noqa: PLC0415
+
+    out_shapes = as_list(shapes) if term.tuple_key else shapes
+    model = trace(term.fn, out_shapes, shapes if term.takes_targets else None, g.opset)
+    mapping = {f"y{i}": y for i, y in enumerate(outputs)}
+    if term.takes_targets:
+        mapping.update({f"t{i}": t for i, t in enumerate(targets)})
+    return inline(g, model, mapping, prefix=f"objective{index}.")
+
+
+def add_loss(model, block, terms, probe_keys, batch, param_names=()):
+    """Add the objectives' loss nodes to ``model``.
+
+    New inputs: ``target.<probe>`` ``[B, K, size]`` per probe with targets and
+    ``loss_scale`` (a scalar multiplying the non-``None`` objectives). New
+    outputs, first: ``train_loss`` (what is differentiated) and ``loss`` (the
+    reported loss, without the ``None`` objectives); then the state outputs
+    (probe outputs are dropped). Every name in ``param_names`` that the loss does
+    not reach gets a zero term (``0 * sum(P)``), so that onnxruntime-training
+    accepts it as a parameter: every window length then trains the same set.
+    Returns ``{probe: target input name}``.
+    """
+    graph = model.graph
+    g = GraphBuilder(name="loss", opset=DEFAULT_OPSET)
+    g._used = _names_in(model)
+    probe_out = {key: out for key, out, _ in block.probes}
+    B, K = batch, block.n_steps
+    shapes = {}
+    for probe, key in probe_keys.items():
+        shapes[probe] = next(shape for k, _, shape in block.probes if k == key)
+    target_inputs = {}
+    for term in terms:
+        if not term.takes_targets:
+            continue
+        for probe in term.probes:
+            if probe not in target_inputs:
+                name = g.unique(f"target.{sanitize(probe_keys[probe])}")
+                g.input(name, np.float32, [B, K, *shapes[probe]])
+                target_inputs[probe] = name
+    scale = g.input(g.unique("loss_scale"), np.float32, [])
+    train_parts, report_parts = [], []
+    for i, term in enumerate(terms):
+        outputs = [probe_out[probe_keys[p]] for p in term.probes]
+        targets = [target_inputs[p] for p in term.probes] if term.takes_targets else None
+        term_shapes = [[B, K, *shapes[p]] for p in term.probes]
+        value = _emit_term(g, term, i, outputs, targets, term_shapes)
+        if term.fn is None:
+            train_parts.append(value)
+        else:
+            value = g.node("Mul", [value, scale])
+            train_parts.append(value)
+            report_parts.append(value)
+    train_loss = _chain_add(g, train_parts)
+    inits = {init.name for init in graph.initializer}
+    reach = reachable_initializers(model, None, extra_nodes=g.nodes, start=train_loss)
+    unreached = [name for name in param_names if name in inits and name not in reach]
+    if unreached:
+        sums = [g.node("ReduceSum", [name], keepdims=0) for name in unreached]
+        zero = g.node("Mul", [_chain_add(g, sums), g.const(np.float32(0.0))])
+        train_loss = g.node("Add", [train_loss, zero])
+    report = _chain_add(g, report_parts) if report_parts else g.const(np.float32(0.0))
+    train_name = g.unique("train_loss")
+    report_name = g.unique("loss")
+    g.nodes.append(helper.make_node("Identity", [train_loss], [train_name],
+                                    name=g.unique("n_train_loss")))
+    g.nodes.append(helper.make_node("Identity", [report], [report_name],
+                                    name=g.unique("n_loss")))
+
+    graph.node.extend(g.nodes)
+    graph.initializer.extend(g.initializers.values())
+    graph.input.extend(g.inputs)
+    model.functions.extend(g.functions)
+    for domain, version in g.extra_opsets.items():
+        model.opset_import.append(helper.make_opsetid(domain, version))
+    states = [o for o in graph.output if o.name.startswith("state_out.")]
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info(train_name, TensorProto.FLOAT, []),
+        helper.make_tensor_value_info(report_name, TensorProto.FLOAT, []),
+    ] + states)
+    return target_inputs
+
+
+def _reach_params(model, param_names):
+    """Add ``0 * sum(P)`` to the loss for each parameter ``P`` that `simplify` showed
+    it does not depend on (as `add_loss` does for the others)."""
+    graph = model.graph
+    inits = {init.name for init in graph.initializer}
+    reach = reachable_initializers(model, graph.output[0].name)
+    unreached = [name for name in param_names if name in inits and name not in reach]
+    if not unreached:
+        return
+    g = GraphBuilder(name="reach", opset=DEFAULT_OPSET)
+    g._used = _names_in(model)
+    last = next(node for node in graph.node if graph.output[0].name in node.output)
+    sums = [g.node("ReduceSum", [name], keepdims=0) for name in unreached]
+    zero = g.node("Mul", [_chain_add(g, sums), g.const(np.float32(0.0))])
+    last.input[0] = g.node("Add", [last.input[0], zero])
+    nodes = list(graph.node)
+    at = nodes.index(last)
+    del graph.node[:]
+    graph.node.extend(nodes[:at] + g.nodes + nodes[at:])
+    graph.initializer.extend(g.initializers.values())
+
+
+@dataclass
+class Compiled:
+    """A training (or, without parameters, evaluation) graph for one window length."""
+
+    n_steps: int
+    state: list  # (base, input name, output name)
+    step_inputs: dict
+    targets: dict  # probe -> input name
+    scale_name: str
+    input_names: list
+    module: object = None
+    session: object = None  # no trainable parameters: forward and loss only
+    checkpoint: object = None  # the CheckpointState holding the parameters
+    params: tuple = ()
+
+    def __call__(self, feeds):
+        if self.module is not None:
+            self.module.lazy_reset_grad()
+            return self.module(*[feeds[name] for name in self.input_names])
+        return self.session.run(None, feeds)
+
+
+class TrainingState:
+    """What a simulator keeps between `train` calls (compiled graphs, parameters)."""
+
+    def __init__(self):
+        self.compiled = {}  # key -> Compiled
+        self.rng = None
+        self.summary_calls = 0
+        self.summary_step = 0
+        self.run_dir = None
+
+
+def _training_state(sim):
+    state = getattr(sim, "_nengo_onnx_training", None)
+    if state is None:
+        state = TrainingState()
+        sim._nengo_onnx_training = state
+    return state
+
+
+def _objective_key(terms):
+    return tuple((term.probes, term.fn, term.tuple_key) for term in terms)
+
+
+def compile_window(sim, n_steps, terms, param_names, session_options=None, cache=True,
+                   keep_state=True):
+    """The `Compiled` graph of ``n_steps`` for ``terms`` (cached on ``sim``).
+
+    ``keep_state=False`` leaves out the final-state outputs (a single window needs
+    none; copying them out costs more than the training step of a small network).
+    """
+    tstate = _training_state(sim)
+    # values of the parameters not trained here are constants in the graph
+    names = set(param_names)
+    baked = tuple(sorted((sim.signals.name(base), id(value))
+                         for base, value in sim.signals.values.items()
+                         if sim.signals.name(base) not in names))
+    key = (n_steps, _objective_key(terms), tuple(param_names), baked, keep_state)
+    if cache and key in tstate.compiled:
+        return tstate.compiled[key]
+    probes = []
+    for term in terms:
+        probes.extend(p for p in term.probes if p not in probes)
+    probe_keys = {p: sim._probe_keys[p] for p in probes}
+    block = _forward_block(sim, n_steps, probes)
+    model = block.model
+    _add_missing_params(sim, model, param_names)
+    targets = add_loss(model, block, terms, probe_keys, sim.runtime.B, param_names)
+    if not keep_state:
+        del model.graph.output[2:]
+    simplify(model, param_names)
+    _reach_params(model, param_names)
+    prepare_for_gradients(model, param_names)
+    check_differentiable(model, param_names, terms)
+    input_names = [i.name for i in model.graph.input]
+    scale_name = next(n for n in input_names if n.startswith("loss_scale"))
+    compiled = Compiled(n_steps, block.state, block.step_inputs, targets, scale_name,
+                        input_names)
+    if not param_names:
+        compiled.session = _ort.inference_session(model.SerializeToString(),
+                                                  threads=sim.runtime.threads)
+    else:
+        compiled.module, compiled.checkpoint = _build_module(
+            sim, model, tuple(param_names), session_options, terms)
+        compiled.params = tuple(param_names)
+        compiled.input_names = list(compiled.module.input_names())
+    if cache:
+        while len(tstate.compiled) >= MAX_CACHED:  # e.g. a new lambda objective per call
+            tstate.compiled.pop(next(iter(tstate.compiled)))
+        tstate.compiled[key] = compiled
+    return compiled
+
+
+def _add_missing_params(sim, model, param_names):
+    """Give ``model`` an initializer for every parameter it does not use (a pass may
+    have removed its reader), so that all graphs share one set of parameters."""
+    present = {init.name for init in model.graph.initializer}
+    by_name = {sim.signals.name(base): base for base in _static_bases(sim)}
+    for name in param_names:
+        if name not in present:
+            value = sim.signals.initial_value(by_name[name], np.float32)
+            model.graph.initializer.append(numpy_helper.from_array(value, name))
+
+
+def _static_bases(sim):
+    return [p.signal(sim.model).base for p in trainable.all_params(sim.model, sim.network)]
+
+
+def _build_module(sim, model, names, session_options, terms):
+    ort_training = _ort.import_training()
+    tmp = tempfile.mkdtemp(prefix="nengo_onnx_train_")
+    try:
+        try:
+            ort_training.artifacts.generate_artifacts(
+                model, requires_grad=list(names), frozen_params=[], loss=None,
+                optimizer=None, artifact_directory=tmp)
+        except Exception as err:  # noqa: BLE001
+            objectives = ", ".join(t.name for t in terms)
+            raise SimulationError(
+                f"onnxruntime-training could not build the gradient graph of the "
+                f"objectives ({objectives}): {err}") from err
+        # every Module gets its own CheckpointState: a Module built on a shared state
+        # re-allocates the gradient buffers, and the Modules built before it then
+        # accumulate into buffers that ``state.parameters[...].grad`` no longer shows
+        state = ort_training.api.CheckpointState.load_checkpoint(
+            os.path.join(tmp, "checkpoint"))
+        so = session_options or _ort.session_options(threads=sim.runtime.threads)
+        try:
+            module = ort_training.api.Module(os.path.join(tmp, "training_model.onnx"), state,
+                                             session_options=so)
+        except RuntimeError as err:  # e.g. a gradient op without a CPU kernel
+            raise SimulationError(
+                f"onnxruntime-training could not run the training graph: {err}") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return module, state

@@ -1,0 +1,331 @@
+"""Rewrites of training graphs around onnxruntime-training 1.19's gradient-builder bugs.
+
+Measured failures (each one has a test through the simulator's training tests),
+and what is done about them before ``generate_artifacts`` sees a graph:
+
+* ``Transpose`` without ``perm``: ``unordered_map::at``. The default perm is
+  written out.
+* A node that reads the same value twice: ``Duplicate definition of name
+  (x_grad)``. The repeats read an ``Identity``.
+* Slice/Gather nodes that together cover a tensor are fused into a ``Split``
+  (``GatherSliceToSplitFusion``, after identical nodes are merged), whose
+  gradient has the wrong shape when some outputs get no gradient. Constant
+  Slices become ``Gather``/``GatherElements``.
+* Two ``Concat`` nodes sharing a constant input: ``Duplicate definition of name
+  (C_grad)``. Such Concats become ``Add(constant parts, Pad(computed parts))``.
+* Ops without a gradient builder (and ``If``/``Loop``/``Scan``, which can abort
+  the process) on the gradient path are reported before onnxruntime sees them.
+"""
+
+import re
+
+import numpy as np
+from nengo.exceptions import SimulationError, ValidationError
+from onnx import helper, numpy_helper, shape_inference
+
+from nengo_onnx import ort_setup as _ort
+
+
+
+#: ONNX ops without a gradient builder in onnxruntime-training 1.19 (shared notes,
+#: 2.1); ``If``/``Loop``/``Scan`` on the gradient path can even abort the process.
+NO_GRADIENT = {
+    "Sum", "Mean", "Einsum", "CumSum", "Floor", "Ceil", "Round", "Sign", "Mod", "Softplus",
+    "Elu", "Selu", "Softsign", "HardSigmoid", "ReduceMax", "ReduceMin", "ReduceProd",
+    "ArgMax", "ArgMin", "Scan", "Loop", "If",
+}
+
+
+def check_differentiable(model, param_names, terms):
+    """Raise before onnxruntime does (or crashes) on ops without gradients.
+
+    Looks at the nodes between the parameters and the loss (output 0); a node of
+    an objective (named ``objective<i>.``) is reported with the objective's name.
+    """
+    registered = set(getattr(_ort, "REGISTERED_GRADIENTS", ()))
+    graph = model.graph
+    dependent = set(param_names)
+    for node in graph.node:
+        if any(name in dependent for name in _all_inputs(node)):
+            dependent.update(node.output)
+    needed = reachable_nodes(model, graph.output[0].name)
+    for i, node in enumerate(graph.node):
+        if (node.domain in ("", "ai.onnx") and node.op_type in NO_GRADIENT
+                and node.op_type not in registered and i in needed
+                and any(name in dependent for name in _all_inputs(node))):
+            match = re.match(r"objective(\d+)\.", node.name or node.output[0])
+            if match:
+                raise ValidationError(
+                    f"objective {terms[int(match.group(1))].name} uses {node.op_type}, which "
+                    "has no gradient in onnxruntime-training, so it cannot be trained with",
+                    attr="objective")
+            raise SimulationError(
+                f"the training graph needs the gradient of {node.op_type} (from "
+                f"{node.doc_string or node.name}), which onnxruntime-training does not have")
+
+
+def _all_inputs(node):
+    """A node's inputs, and the outer values its subgraphs (If, Loop, Scan) read."""
+    names = list(node.input)
+    for attr in node.attribute:
+        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+        for sub in graphs:
+            for inner in sub.node:
+                names.extend(_all_inputs(inner))
+    return names
+
+
+def reachable_nodes(model, output):
+    """Indices of the nodes that graph value ``output`` depends on."""
+    nodes = list(model.graph.node)
+    producers = {out: i for i, node in enumerate(nodes) for out in node.output}
+    seen, found, stack = set(), set(), [output]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        i = producers.get(name)
+        if i is not None and i not in found:
+            found.add(i)
+            stack.extend(_all_inputs(nodes[i]))
+    return found
+
+
+def reachable_initializers(model, output, extra_nodes=(), start=None):
+    """Initializer names on which graph value ``output`` (or ``start``) depends."""
+    producers = {}
+    for node in list(model.graph.node) + list(extra_nodes):
+        for out in node.output:
+            producers[out] = node
+    inits = {init.name for init in model.graph.initializer}
+    seen, stack, found = set(), [output if start is None else start], set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in inits:
+            found.add(name)
+        node = producers.get(name)
+        if node is not None:
+            stack.extend(_all_inputs(node))
+    return found
+
+
+def prepare_for_gradients(model, param_names):
+    """Work around onnxruntime-training 1.19 gradient-builder bugs, in place.
+
+    1. ``Transpose`` without ``perm`` fails (``unordered_map::at``: the builder
+       reads the attribute unconditionally), so the default (reversed axes) is
+       written out, from the input's rank.
+    2. A node that reads the same value twice (``Concat(x, x)``) can fail with
+       ``Duplicate definition of name (x_grad)``; the repeats read an ``Identity``.
+    3. onnxruntime fuses Slice/Gather nodes that together cover a tensor into a
+       ``Split`` (``GatherSliceToSplitFusion``, after merging identical nodes), and
+       the gradient of that Split has the wrong shape when some of its outputs get
+       no gradient. Constant Slices become ``Gather`` (2+ elements) or
+       ``GatherElements`` (1 element), and single-index Gathers ``GatherElements``,
+       which the fusion leaves alone.
+    4. Two ``Concat`` nodes with the same constant input (after onnxruntime folds
+       and merges constants) fail with ``Duplicate definition of name (C_grad)``:
+       a Concat of constant and computed parts becomes ``Add(Concat(constant
+       parts, zeros), Pad(computed part), ...)``.
+    """
+    graph = model.graph
+    inferred = shape_inference.infer_shapes(model).graph
+    shapes = value_shapes(inferred)
+    floats = _float_values(inferred)
+    for node in graph.node:
+        if node.op_type == "Transpose" and not any(a.name == "perm" for a in node.attribute):
+            shape = shapes.get(node.input[0])
+            if shape is not None:
+                node.attribute.append(
+                    helper.make_attribute("perm", list(range(len(shape)))[::-1]))
+    _unfuse_slices(model, shapes)
+    _split_constant_concats(model, shapes, floats, param_names)
+    nodes, counter = [], 0
+    for node in graph.node:
+        seen = set()
+        for i, name in enumerate(node.input):
+            if name and name in seen:
+                counter += 1
+                copy = f"{name}.copy{counter}"
+                nodes.append(helper.make_node("Identity", [name], [copy],
+                                              name=f"n_{name}.copy{counter}"))
+                node.input[i] = copy
+            seen.add(name)
+        nodes.append(node)
+    if counter:
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
+def _float_values(graph):
+    """Names of the float32 values of a (shape-inferred) graph."""
+    names = {v.name for v in list(graph.input) + list(graph.value_info) + list(graph.output)
+             if v.type.tensor_type.elem_type == 1}
+    names.update(init.name for init in graph.initializer if init.data_type == 1)
+    return names
+
+
+def value_shapes(graph):
+    """Static shapes (lists, None for unknown dims) of the values of a graph."""
+    shapes = {}
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape"):
+            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
+                                  for d in tensor.shape.dim]
+    for init in graph.initializer:
+        shapes[init.name] = list(init.dims)
+    return shapes
+
+
+def _slice_indices(node, shape, const):
+    """``(axis, indices)`` that constant Slice/Gather ``node`` takes, or None."""
+    rank = len(shape)
+    if node.op_type == "Slice":
+        values = [const(n) if n else None for n in node.input[1:]]
+        if len(values) < 2 or values[0] is None or values[1] is None:
+            return None
+        if any(v is None for v, n in zip(values[2:], node.input[3:]) if n):
+            return None
+        starts, ends = values[0], values[1]
+        axes = values[2] if len(values) > 2 and values[2] is not None else [0]
+        steps = values[3] if len(values) > 3 and values[3] is not None else [1]
+        if len(starts) != 1 or len(axes) != 1:
+            return None
+        axis = int(axes[0]) % rank
+        if shape[axis] is None:
+            return None
+        return axis, list(range(*slice(int(starts[0]), int(ends[0]),
+                                       int(steps[0])).indices(shape[axis])))
+    index = const(node.input[1])
+    if index is None or index.size != 1:
+        return None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0) % rank
+    if shape[axis] is None:
+        return None
+    return axis, [int(index.ravel()[0]) % shape[axis]]
+
+
+def _unfuse_slices(model, shapes):
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+
+    def const(name):
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type not in ("Slice", "Gather"):
+            continue
+        shape = shapes.get(node.input[0])
+        out_shape = shapes.get(node.output[0])
+        if not shape or None in shape or out_shape is None:
+            continue
+        found = _slice_indices(node, shape, const)
+        if found is None:
+            continue
+        axis, index = found
+        if node.op_type == "Gather" and len(index) != 1:
+            continue
+        data, out = node.input[0], node.output[0]
+        if len(index) >= 2:  # a Gather of several indices is never fused
+            name = f"{out}.indices"
+            graph.initializer.append(numpy_helper.from_array(np.asarray(index, np.int64), name))
+            node.op_type = "Gather"
+            del node.input[:]
+            node.input.extend([data, name])
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("axis", axis))
+            continue
+        if len(index) == 0:
+            continue
+        full_shape = list(shape)
+        full_shape[axis] = 1
+        name = f"{out}.elements"
+        graph.initializer.append(numpy_helper.from_array(
+            np.full(full_shape, index[0], dtype=np.int64), name))
+        squeeze = len(out_shape) < len(shape)
+        node.op_type = "GatherElements"
+        del node.input[:]
+        node.input.extend([data, name])
+        del node.attribute[:]
+        node.attribute.append(helper.make_attribute("axis", axis))
+        if squeeze:
+            kept = f"{out}.kept"
+            node.output[0] = kept
+            nodes.append(helper.make_node("Reshape", [kept, _shape_const(graph, out_shape)],
+                                          [out], name=f"n_{out}.reshape"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _constant_values(graph, param_names):
+    """Names of the values that depend on no graph input and no parameter."""
+    params = set(param_names)
+    const = {init.name for init in graph.initializer if init.name not in params}
+    for node in graph.node:
+        inputs = [n for n in node.input if n]
+        if node.op_type == "Constant" or (inputs and all(n in const for n in inputs)):
+            const.update(node.output)
+    return const
+
+
+def _split_constant_concats(model, shapes, floats, param_names):
+    graph = model.graph
+    const = _constant_values(graph, param_names)
+    nodes = []
+    for node in graph.node:
+        parts = list(node.input)
+        if (node.op_type != "Concat" or node.output[0] not in floats
+                or not any(p in const for p in parts)
+                or all(p in const for p in parts)):
+            nodes.append(node)
+            continue
+        part_shapes = [shapes.get(p) for p in parts]
+        if any(s is None or None in s for s in part_shapes):
+            nodes.append(node)
+            continue
+        rank = len(part_shapes[0])
+        axis = next(a.i for a in node.attribute if a.name == "axis") % rank
+        out = node.output[0]
+        total = sum(s[axis] for s in part_shapes)
+        filled, offset, padded = [], 0, []
+        for i, (part, shape) in enumerate(zip(parts, part_shapes)):
+            if part in const:
+                filled.append(part)
+            else:
+                zeros = f"{out}.zeros{i}"
+                graph.initializer.append(numpy_helper.from_array(
+                    np.zeros(shape, dtype=np.float32), zeros))
+                filled.append(zeros)
+                pads = [0] * (2 * rank)
+                pads[axis], pads[rank + axis] = offset, total - offset - shape[axis]
+                pads_name = f"{out}.pads{i}"
+                graph.initializer.append(numpy_helper.from_array(np.asarray(pads, np.int64),
+                                                                 pads_name))
+                padded.append(f"{out}.padded{i}")
+                nodes.append(helper.make_node("Pad", [part, pads_name], [padded[-1]],
+                                              name=f"n_{out}.pad{i}", mode="constant"))
+            offset += shape[axis]
+        total_name = f"{out}.constant_parts"
+        nodes.append(helper.make_node("Concat", filled, [total_name], axis=axis,
+                                      name=f"n_{out}.constant_parts"))
+        value = total_name
+        for i, part in enumerate(padded):
+            name = out if i == len(padded) - 1 else f"{out}.sum{i}"
+            nodes.append(helper.make_node("Add", [value, part], [name], name=f"n_{name}.add"))
+            value = name
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _shape_const(graph, shape):
+    name = "shape." + "x".join(str(d) for d in shape)
+    if not any(init.name == name for init in graph.initializer):
+        graph.initializer.append(numpy_helper.from_array(np.asarray(shape, np.int64), name))
+    return name

@@ -1,0 +1,679 @@
+"""``Simulator.train`` and ``Simulator.loss`` (and, from `nengo_onnx.compiler.params`, saving,
+loading and freezing parameters).
+
+How training works (NengoDL's semantics, on onnxruntime-training):
+
+1. The forward graph of ``m`` unrolled steps (``m = truncation`` or ``n_steps``)
+   is emitted with ``training=True`` (spiking neurons take their rate form, see
+   `nengo_onnx.configure_settings`), loss nodes for the objectives are added
+   (graph output 0 is the float32 scalar loss), and onnxruntime-training builds
+   the gradient graph (``generate_artifacts``) with the trainable parameters'
+   initializers as ``requires_grad``.
+2. Each minibatch starts from the simulator's initial state; each window of
+   ``m`` steps (the last one may be shorter) gets the final state of the one
+   before it, and the gradients of all windows are summed before one
+   optimizer step (truncated BPTT; with ``truncation=None`` or ``>= n_steps``
+   it is full BPTT). A window's objective is weighted by its share of the steps,
+   so that for the mean-type objectives the sum over windows is the objective of
+   the whole sequence.
+3. The optimizer (`nengo_onnx.optimizers`) updates the parameters in place, in
+   onnxruntime's own buffers. At the end, the trained values are written back
+   into the simulator (``sim.signals.values``), so that ``sim.data``, ``run``,
+   probes, `save_params` and `freeze_params` see them.
+
+``sim.loss`` runs the network exactly as ``run`` does (spiking neurons spike),
+from the initial state, on each minibatch, and evaluates the objectives with
+numpy (the same array-API functions that were traced for training).
+"""
+
+import gc
+import glob
+import json
+import numbers
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import nengo
+from nengo.ensemble import Neurons
+from nengo.exceptions import SimulationError, ValidationError
+from nengo.utils.progress import Progress, ProgressTracker
+
+from nengo_onnx import ort_setup as _ort
+from nengo_onnx.compiler import trainable
+from nengo_onnx.objectives import mse, objective_name, takes_targets
+from nengo_onnx.optimizers import Optimizer
+from nengo_onnx.compiler.params import (  # noqa: F401  (the Simulator's methods come from here)
+    ParamsMismatchError,
+    write_atomically,
+    _check_open,
+    _describe,
+    freeze_params,
+    load_params,
+    param_groups,
+    refresh,
+    save_params,
+    update_built_params,
+)
+from nengo_onnx.runtime.runtime import RANDOM_PREFIX, Runtime
+from nengo_onnx.training.graph import _training_state, compile_window
+
+#: File name written by ``train(..., profile=True)`` (in the working directory).
+PROFILE_FILE = "nengo_onnx_profile.json"
+
+
+# -- data and objectives ---------------------------------------------------------------------
+
+
+@dataclass
+class Term:
+    """One objective: ``fn`` applied to the outputs (and targets) of ``probes``."""
+
+    probes: tuple
+    fn: object  # callable, or None: the targets are dL/dy
+    tuple_key: bool
+
+    @property
+    def takes_targets(self):
+        return self.fn is None or takes_targets(self.fn)
+
+    @property
+    def name(self):
+        return objective_name(self.fn)
+
+
+@dataclass
+class Data:
+    n_inputs: int
+    n_steps: int
+    inputs: dict  # input name -> float array [n_inputs, n_steps, size]
+    targets: dict  # probe -> float array [n_inputs, n_steps, size]
+    terms: list = field(default_factory=list)
+
+    def probes(self):
+        seen = []
+        for term in self.terms:
+            seen.extend(p for p in term.probes if p not in seen)
+        return seen
+
+
+def validate_data(sim, data, objective=None):
+    """Check ``data`` and ``objective`` against the network; returns a `Data`.
+
+    Every problem is a ``ValidationError`` that says what was expected.
+    """
+    if not isinstance(data, Mapping) or len(data) == 0:
+        raise ValidationError(
+            "data must be a non-empty dict {input Node: (n_inputs, n_steps, node.size_out) "
+            "array, Probe: (n_inputs, n_steps, probe.size_in) array}", attr="data", obj=sim)
+    probes = set(sim.model.probes)
+    inputs, targets, sizes = {}, {}, {}
+    for obj, value in data.items():
+        if isinstance(obj, nengo.Probe):
+            if obj not in probes:
+                raise ValidationError(
+                    f"{obj} is not a probe of this simulator's network", attr="data", obj=sim)
+            expected, what = obj.size_in, "probe.size_in"
+        elif isinstance(obj, nengo.Node):
+            if obj not in sim._input_names:
+                if sim.network is not None and obj in sim.network.all_nodes:
+                    raise ValidationError(
+                        f"{obj} is not an input Node (it has size_in={obj.size_in}); data "
+                        "can only be given for Nodes with size_in == 0", attr="data", obj=sim)
+                raise ValidationError(f"{obj} is not a Node of this simulator's network",
+                                      attr="data", obj=sim)
+            expected, what = obj.size_out, "node.size_out"
+        else:
+            raise ValidationError(
+                f"data keys must be input Nodes or Probes (got {_describe(obj)})",
+                attr="data", obj=sim)
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiub":
+            raise ValidationError(f"data for {obj} has dtype {arr.dtype}; expected numbers",
+                                  attr="data", obj=sim)
+        if arr.ndim != 3 or arr.shape[2] != expected or arr.shape[0] < 1 or arr.shape[1] < 1:
+            raise ValidationError(
+                f"data for {obj} has shape {arr.shape}; expected (n_inputs, n_steps, "
+                f"{what}) = (n_inputs, n_steps, {expected})", attr="data", obj=sim)
+        if not np.all(np.isfinite(arr)):
+            raise ValidationError(f"data for {obj} contains NaN or inf", attr="data", obj=sim)
+        sizes[obj] = arr.shape[:2]
+        arr = np.ascontiguousarray(arr, dtype=np.float64 if arr.dtype == np.float64
+                                   else np.float32)
+        if isinstance(obj, nengo.Probe):
+            targets[obj] = arr
+        else:
+            inputs[sim._input_names[obj]] = arr
+
+    (first, (n_inputs, n_steps)), *rest = sizes.items()
+    for obj, (n, k) in rest:
+        if k != n_steps:
+            raise ValidationError(
+                f"data for {obj} has {k} steps but data for {first} has {n_steps}; every "
+                "entry must have the same n_steps (axis 1)", attr="data", obj=sim)
+        if n != n_inputs:
+            raise ValidationError(
+                f"data for {obj} has {n} inputs but data for {first} has {n_inputs}; every "
+                "entry must have the same n_inputs (axis 0)", attr="data", obj=sim)
+    batch = sim.minibatch_size or 1
+    if n_inputs % batch != 0:
+        raise ValidationError(
+            f"n_inputs ({n_inputs}) must be divisible by minibatch_size ({batch})",
+            attr="data", obj=sim)
+    result = Data(n_inputs, n_steps, inputs, targets)
+    result.terms = _terms(sim, objective, targets)
+    return result
+
+
+def _terms(sim, objective, targets):
+    if objective is None or callable(objective) and not isinstance(objective, Mapping):
+        fn = mse if objective is None else objective
+        if not targets:
+            raise ValidationError(
+                "data has no targets (Probe entries), so there is nothing to optimize; give "
+                "targets for some probe, or an objective dict for probes that need none",
+                attr="data", obj=sim)
+        return [Term((p,), fn, False) for p in targets]
+    if not isinstance(objective, Mapping):
+        raise ValidationError(
+            f"objective must be a dict {{probe or tuple of probes: function or None}}, a "
+            f"function, or None (got {type(objective).__name__})", attr="objective", obj=sim)
+    if len(objective) == 0:
+        raise ValidationError("objective is an empty dict", attr="objective", obj=sim)
+    probes = set(sim.model.probes)
+    terms = []
+    for key, fn in objective.items():
+        tuple_key = isinstance(key, (tuple, list))
+        keys = tuple(key) if tuple_key else (key,)
+        if not keys:
+            raise ValidationError("objective has an empty tuple of probes", attr="objective",
+                                  obj=sim)
+        for probe in keys:
+            if not isinstance(probe, nengo.Probe) or probe not in probes:
+                raise ValidationError(
+                    f"objective keys must be probes of this simulator's network (or tuples "
+                    f"of them); got {_describe(probe)}", attr="objective", obj=sim)
+        if fn is not None and not callable(fn):
+            raise ValidationError(
+                f"the objective for {key} must be a function or None (got {fn!r})",
+                attr="objective", obj=sim)
+        term = Term(keys, fn, tuple_key)
+        if term.takes_targets:
+            for probe in keys:
+                if probe not in targets:
+                    raise ValidationError(
+                        f"{probe} has the objective {term.name}, which needs targets, but "
+                        f"data has no targets for it (expected data[{probe}] of shape "
+                        f"(n_inputs, n_steps, {probe.size_in}))", attr="data", obj=sim)
+        terms.append(term)
+    return terms
+
+
+def numpy_loss(terms, outputs, targets):
+    """The summed objectives on numpy ``outputs`` and ``targets`` ({probe: array}).
+
+    ``None`` objectives (targets are dL/dy) define no loss and add nothing.
+    """
+    total = 0.0
+    for term in terms:
+        if term.fn is None:
+            continue
+        ys = [outputs[p] for p in term.probes]
+        args = [ys if term.tuple_key else ys[0]]
+        if term.takes_targets:
+            ts = [np.asarray(targets[p], dtype=ys[0].dtype) for p in term.probes]
+            args.append(ts if term.tuple_key else ts[0])
+        try:
+            value = term.fn(*args)
+        except Exception as err:
+            raise ValidationError(f"objective {term.name} failed on numpy arrays: "
+                                  f"{type(err).__name__}: {err}", attr="objective") from err
+        value = np.asarray(value)
+        if value.ndim != 0:
+            raise ValidationError(
+                f"objective {term.name} must return a scalar; it returned shape "
+                f"{value.shape}", attr="objective")
+        total += float(value)
+    return total
+
+
+# -- the training graph ------------------------------------------------------------------------
+
+
+# -- parameters in the simulator ---------------------------------------------------------------
+
+
+# -- train -------------------------------------------------------------------------------------
+
+
+def _check_count(name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValidationError(f"must be a positive integer (got {value!r})", attr=name)
+    return int(value)
+
+
+def _initial_state(sim, compiled):
+    batch = sim.runtime.B
+    state = {}
+    for base, in_name, _ in compiled.state:
+        value = sim.signals.initial_value(base, np.float32)
+        if sim.signals.batched(base):
+            value = np.broadcast_to(value, (batch, *value.shape))
+        state[in_name] = np.array(value)
+    return state
+
+
+class _Feeder:
+    """The per-step inputs of a training window: data, time-only values, noise."""
+
+    def __init__(self, sim, data, rng):
+        from nengo_onnx.runtime.host import TimeFeeder  # noqa: PLC0415
+
+        self.sim, self.data, self.rng = sim, data, rng
+        feeds = sim.graph.graph.get("feeds", {})
+        feeder = TimeFeeder(feeds, sim.model, sim.dt)
+        feeder.reset(np.random.RandomState(sim.seed))
+        keys = [k for k in feeds if k not in data.inputs]
+        self.computed = {k: v.astype(np.float32) for k, v in
+                         feeder.all_values(keys, 0, data.n_steps).items()}
+
+    def __call__(self, compiled, idx, start, n):
+        batch = len(idx)
+        feeds = {}
+        for key, (shape, dtype) in compiled.step_inputs.items():
+            if key in self.data.inputs:
+                value = self.data.inputs[key][idx, start:start + n]
+            elif key in self.computed:
+                value = np.broadcast_to(self.computed[key][start:start + n][None],
+                                        (batch, n, *shape))
+            elif key.startswith(RANDOM_PREFIX):
+                value = self.rng.random_sample((batch, n, *shape))
+            else:
+                raise SimulationError(f"no value for the training graph's input {key!r}")
+            feeds[key] = np.ascontiguousarray(value, dtype=dtype)
+        for probe, name in compiled.targets.items():
+            feeds[name] = np.ascontiguousarray(self.data.targets[probe][idx, start:start + n],
+                                               dtype=np.float32)
+        feeds[compiled.scale_name] = np.array(n / self.data.n_steps, dtype=np.float32)
+        return feeds
+
+
+def _windows(n_steps, truncation):
+    m = n_steps if truncation is None else min(truncation, n_steps)
+    return [(start, min(m, n_steps - start)) for start in range(0, n_steps, m)]
+
+
+def _check_trainable_network(sim):
+    if not sim.runtime.unrolled:
+        host = [type(op).__name__ for kind, item in sim.runtime.segments if kind == "host"
+                for op in (item if isinstance(item, (list, tuple)) else [item])]
+        raise SimulationError(
+            "cannot train this network: some operators have no ONNX form and run in "
+            f"Python ({', '.join(sorted(set(host))) or 'host operators'}), so the "
+            "training graph cannot be differentiated")
+
+
+def _check_optimizer(optimizer):
+    if not isinstance(optimizer, Optimizer) and not callable(getattr(optimizer, "apply", None)):
+        raise ValidationError(
+            "optimizer must be a nengo_onnx.optimizers optimizer, e.g. "
+            f"nengo_onnx.optimizers.Adam() (got {optimizer!r})", attr="optimizer")
+
+
+def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, summaries=None,
+          shuffle=True, profile=False):
+    """Optimize the network's parameters to minimize ``objective`` on ``data``.
+
+    Parameters
+    ----------
+    data : dict
+        ``{input Node: (n_inputs, n_steps, node.size_out), Probe: (n_inputs,
+        n_steps, probe.size_in)}``: inputs override Nodes (those without data keep
+        their output); probe entries are targets.
+    optimizer : `nengo_onnx.optimizers.Optimizer`
+        E.g. ``Adam(1e-3)`` or ``SGD(1e-2, momentum=0.9, nesterov=True)``.
+    n_epochs : int
+        Passes through the data.
+    objective : dict, function or None
+        ``{probe or tuple of probes: f}``; ``f(outputs, targets)`` or
+        ``f(outputs)``, or ``None`` (targets are dL/dy). Default: mean squared
+        error on every probe with targets.
+    truncation : int or None
+        Truncated BPTT over windows of this many steps (None: full BPTT).
+    summaries : list
+        ``"loss"``, Connections, Ensembles and Neurons to log to TensorBoard
+        (needs ``Simulator(..., tensorboard=dir)``).
+    shuffle : bool
+        Shuffle the inputs into new minibatches each epoch (seeded by ``sim.seed``).
+    profile : bool or str
+        Write onnxruntime's profile (Chrome trace JSON) to ``nengo_onnx_profile.json``
+        or to the given file name.
+
+    Returns
+    -------
+    dict
+        ``{"loss": [mean loss of each epoch]}``.
+    """
+    _check_open(sim)
+    _check_optimizer(optimizer)
+    n_epochs = _check_count("n_epochs", n_epochs)
+    truncation = _check_count("truncation", truncation, allow_none=True)
+    if profile is not None and not isinstance(profile, (bool, str, os.PathLike)):
+        raise ValidationError(f"must be a bool or a file name (got {profile!r})",
+                              attr="profile")
+    data = validate_data(sim, data, objective)
+    _check_trainable_network(sim)
+    writer, tags = _summary_writer(sim, summaries)
+    groups = param_groups(sim)
+    names = tuple(grp.name for grp in groups)
+    windows = _windows(data.n_steps, truncation)
+    profile_dir = tempfile.mkdtemp(prefix="nengo_onnx_profile_") if profile else None
+    so = (_ort.session_options(threads=sim.runtime.threads,
+                               profile_prefix=os.path.join(profile_dir, "train"))
+          if profile else None)
+    try:
+        compiled = {n: compile_window(sim, n, data.terms, names, session_options=so,
+                                      cache=not profile, keep_state=len(windows) > 1)
+                    for n in sorted({n for _, n in windows})}
+        history = _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled,
+                              groups, writer, tags)
+    finally:
+        if writer is not None:
+            writer.close()
+    if profile:
+        del compiled
+        gc.collect()
+        _write_profile(profile_dir, PROFILE_FILE if profile is True else os.fspath(profile))
+    refresh(sim, keep_training_graphs=True)
+    return history
+
+
+class Parameters:
+    """The trainable parameters during training, in onnxruntime's buffers.
+
+    The optimizer updates the buffers of the first window's graph (the primary);
+    a graph of another window length (the last, shorter window of truncated
+    BPTT) has its own buffers, brought up to date just before it runs.
+    """
+
+    def __init__(self, compiled, primary, groups):
+        self.primary = primary
+        state = primary.checkpoint
+        self.views = [] if state is None else [(g, state.parameters[g.name]) for g in groups]
+        self.version = 0
+        self._synced = {}
+
+    def load(self, sim):
+        """Copy the simulator's current values in."""
+        for grp, param in self.views:
+            param.data[...] = sim.signals.initial_value(grp.base, np.float32)
+        self.changed()
+
+    def changed(self):
+        self.version += 1
+
+    def prepare(self, comp):
+        if comp is self.primary or comp.checkpoint is None:
+            return
+        if self._synced.get(id(comp)) != self.version:
+            for grp, param in self.views:
+                comp.checkpoint.parameters[grp.name].data[...] = param.data
+            self._synced[id(comp)] = self.version
+
+    def store(self, sim):
+        """Write the trained values back into the simulator (float64)."""
+        for grp, param in self.views:
+            value = np.array(param.data, dtype=np.float64)
+            if grp.mask is not None:  # untrained elements keep their exact values
+                value = np.where(grp.mask, value, trainable.base_value(sim.signals, grp.base))
+            sim.signals.values[grp.base] = value
+
+
+def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, groups, writer,
+                tags):
+    tstate = _training_state(sim)
+    if tstate.rng is None:
+        tstate.rng = np.random.RandomState(sim.seed)
+    rng = tstate.rng
+    feeder = _Feeder(sim, data, rng)
+    first = compiled[windows[0][1]]
+    parameters = Parameters(compiled, first, groups)
+    parameters.load(sim)  # the simulator's values are the truth between calls
+    params = parameters.views
+    frozen = {grp.name: param.data[~grp.mask].copy() for grp, param in params
+              if grp.mask is not None}
+    grads = {grp.name: np.zeros(param.data.shape, dtype=np.float32) for grp, param in params}
+    batch = sim.runtime.B
+    n_batches = data.n_inputs // batch
+    initial = _initial_state(sim, first)
+    history = {"loss": []}
+    for epoch in range(n_epochs):
+        order = rng.permutation(data.n_inputs) if shuffle else np.arange(data.n_inputs)
+        progress = Progress(f"Training epoch {epoch + 1}/{n_epochs}",
+                            f"Training epoch {epoch + 1}/{n_epochs}", n_batches)
+        losses = []
+        with ProgressTracker(sim.progress_bar, progress) as tracker:
+            for b in range(n_batches):
+                idx = order[b * batch:(b + 1) * batch]
+                loss = _train_minibatch(feeder, compiled, windows, idx, initial, parameters,
+                                        grads)
+                if not np.isfinite(loss):
+                    raise SimulationError(
+                        f"the loss became {loss} in epoch {epoch + 1}, minibatch {b + 1}; "
+                        "try a smaller learning rate")
+                if params:
+                    for grp, param in params:
+                        if grp.mask is not None:
+                            grads[grp.name][~grp.mask] = 0
+                    optimizer.apply([grads[grp.name] for grp, _ in params],
+                                    [param.data for _, param in params],
+                                    keys=[grp.name for grp, _ in params])
+                    for grp, param in params:
+                        if grp.mask is not None:
+                            param.data[~grp.mask] = frozen[grp.name]
+                    parameters.changed()
+                losses.append(loss)
+                _write_summaries(sim, writer, tags, loss, params)
+                mean = float(np.mean(losses))
+                tracker.total_progress.name_during = (
+                    f"Training epoch {epoch + 1}/{n_epochs} (loss: {mean:.4g})")
+                tracker.total_progress.step()
+            progress.name_after = f"Training epoch {epoch + 1}/{n_epochs}: loss {mean:.4g}"
+        history["loss"].append(mean)
+    parameters.store(sim)
+    return history
+
+
+def _train_minibatch(feeder, compiled, windows, idx, initial, parameters, grads):
+    """Forward and backward over the windows of one minibatch; sums the gradients."""
+    state = dict(initial)
+    loss = 0.0
+    for w, (start, n) in enumerate(windows):
+        comp = compiled[n]
+        parameters.prepare(comp)
+        feeds = feeder(comp, idx, start, n)
+        feeds.update(state)
+        outputs = comp(feeds)
+        loss += float(outputs[1])
+        for (_, in_name, _), value in zip(comp.state, outputs[2:]):
+            state[in_name] = value
+        for grp, _ in parameters.views:
+            grad = comp.checkpoint.parameters[grp.name].grad
+            if w == 0:
+                grads[grp.name][...] = grad
+            else:
+                grads[grp.name] += grad
+    return loss
+
+
+def gradients(sim, data, objective=None, truncation=None):
+    """The gradients of the objective w.r.t. the trainable parameters, for checks.
+
+    Runs the training graph on all of ``data`` as one minibatch per
+    ``minibatch_size`` items, summing (not averaging) over minibatches, without
+    changing any parameter. Returns ``{Param: gradient array}`` shaped like each
+    parameter (``sim.data`` values), zero where a parameter does not reach the loss.
+    """
+    _check_open(sim)
+    truncation = _check_count("truncation", truncation, allow_none=True)
+    data = validate_data(sim, data, objective)
+    _check_trainable_network(sim)
+    params_list = trainable.trainable_params(sim)
+    groups = param_groups(sim, params_list)
+    names = tuple(grp.name for grp in groups)
+    windows = _windows(data.n_steps, truncation)
+    compiled = {n: compile_window(sim, n, data.terms, names, keep_state=len(windows) > 1)
+                for n in sorted({n for _, n in windows})}
+    first = compiled[windows[0][1]]
+    parameters = Parameters(compiled, first, groups)
+    parameters.load(sim)
+    feeder = _Feeder(sim, data, np.random.RandomState(sim.seed))
+    grads = {grp.name: np.zeros(param.data.shape, dtype=np.float32)
+             for grp, param in parameters.views}
+    total = {grp.name: np.zeros(grp.base.shape) for grp in groups}
+    batch = sim.runtime.B
+    initial = _initial_state(sim, first)
+    for b in range(data.n_inputs // batch):
+        idx = np.arange(b * batch, (b + 1) * batch)
+        _train_minibatch(feeder, compiled, windows, idx, initial, parameters, grads)
+        for name, grad in grads.items():
+            total[name] += grad
+    by_base = {grp.base: total[grp.name] for grp in groups}
+    return {p: trainable.read(sim.signals, p.signal(sim.model),
+                              by_base[p.signal(sim.model).base]) for p in params_list}
+
+
+def _write_profile(profile_dir, target):
+    events = []
+    for path in sorted(glob.glob(os.path.join(profile_dir, "*.json"))):
+        try:
+            with open(path) as f:
+                events.extend(json.load(f))
+        except (OSError, ValueError):
+            continue
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    write_atomically(target, lambda f: f.write(json.dumps(events).encode("utf-8")))
+    shutil.rmtree(profile_dir, ignore_errors=True)
+
+
+# -- summaries ---------------------------------------------------------------------------------
+
+
+def _summary_writer(sim, summaries):
+    if summaries is None:
+        return None, None
+    if isinstance(summaries, (str, nengo.base.NengoObject, Neurons)):
+        summaries = [summaries]
+    tags = []
+    params = trainable.all_params(sim.model, sim.network)
+    for item in summaries:
+        if isinstance(item, str):
+            if item != "loss":
+                raise ValidationError(
+                    f"unknown summary {item!r}: the only string summary is 'loss'",
+                    attr="summaries")
+            tags.append(("loss", None))
+            continue
+        key = {nengo.Connection: "weights", nengo.Ensemble: "encoders", Neurons: "bias"}.get(
+            type(item))
+        if key is None:
+            raise ValidationError(
+                f"summaries can be 'loss', Connections, Ensembles or Neurons (got "
+                f"{_describe(item)})", attr="summaries")
+        match = [p for p in params if p.obj == item and p.key == key]
+        if not match:
+            raise ValidationError(f"{item} has no {key} in this simulator (not in its network, "
+                                  "or nothing to summarize)", attr="summaries")
+        tags.append((match[0].name, match[0]))
+    logdir = getattr(sim, "tensorboard", None)
+    if not logdir:
+        warnings.warn("summaries were requested but the Simulator was created without "
+                      "tensorboard=<directory>; ignoring them")
+        return None, None
+    tstate = _training_state(sim)
+    if tstate.run_dir is None:
+        tstate.run_dir = _next_run_dir(os.fspath(logdir))
+    k = tstate.summary_calls
+    tstate.summary_calls += 1
+    from nengo_onnx.training.summaries import EventWriter  # noqa: PLC0415
+
+    suffixed = [(tag if k == 0 else f"{tag}_{k}", param) for tag, param in tags]
+    return EventWriter(tstate.run_dir, suffix=f".{k}"), suffixed
+
+
+def _next_run_dir(logdir):
+    from nengo_onnx.training.summaries import next_run_dir  # noqa: PLC0415
+
+    return next_run_dir(logdir)
+
+
+def _write_summaries(sim, writer, tags, loss, params):
+    if writer is None:
+        return
+    tstate = _training_state(sim)
+    step = tstate.summary_step
+    tstate.summary_step += 1
+    live = {grp.base: param.data for grp, param in params}
+    for tag, param in tags:
+        if param is None:
+            writer.scalar(tag, loss, step)
+            continue
+        sig = param.signal(sim.model)
+        base = live.get(sig.base)
+        writer.histogram(tag, trainable.read(sim.signals, sig, base), step)
+    writer.flush()
+
+
+# -- loss -------------------------------------------------------------------------------------
+
+
+def _private_runtime(sim):
+    """A Runtime sharing ``sim``'s compiled graphs but with its own state."""
+    rt = sim.runtime
+    private = Runtime(rt.graph, rt.signals, rt.probes, minibatch_size=rt.B, dtype=rt.dtype,
+                      dt=rt.dt, unroll_steps=rt.K, threads=rt.threads)
+    private._blocks = rt._blocks
+    private._compiled_segments = rt._compiled_segments
+    return private
+
+
+def loss(sim, data, objective=None):
+    """The objective on all of ``data`` (mean over minibatches), without training.
+
+    The network runs as ``sim.run`` runs it (spiking neurons spike), from the
+    initial state, one minibatch at a time; the objectives are evaluated with
+    numpy. ``None`` objectives (targets are dL/dy) add nothing.
+    """
+    _check_open(sim)
+    data = validate_data(sim, data, objective)
+    batch = sim.runtime.B
+    runtime = _private_runtime(sim)
+    keys = {p: sim._probe_keys[p] for p in data.probes()}
+    losses = []
+    for b in range(data.n_inputs // batch):
+        idx = slice(b * batch, (b + 1) * batch)
+        runtime.reset(sim.seed)
+        outputs = runtime.run(data.n_steps, {k: v[idx] for k, v in data.inputs.items()})
+        values = {p: outputs[key] for p, key in keys.items()}
+        targets = {p: t[idx] for p, t in data.targets.items()}
+        losses.append(numpy_loss(data.terms, values, targets))
+    return float(np.mean(losses))
+
+
+# -- save, load, freeze ----------------------------------------------------------------------
+
+
+
+
+__all__ = [
+    "train", "loss", "gradients", "validate_data", "numpy_loss", "refresh",
+    "save_params", "load_params", "freeze_params", "ParamsMismatchError",
+    "update_built_params", "PROFILE_FILE",
+]
