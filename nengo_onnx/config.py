@@ -1,5 +1,7 @@
 """``configure_settings``: nengo-onnx options set on a network's config."""
 
+from dataclasses import dataclass
+
 import nengo
 from nengo.exceptions import ValidationError
 from nengo.params import BoolParam, Parameter
@@ -97,3 +99,21 @@ def get_setting(network, key, default=None):
     if settings and key in settings:
         return settings[key]
     return SETTINGS.get(key, default) if default is None else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated nengo-onnx settings of a network (see `configure_settings`)."""
+
+    dtype: str = "float32"
+    lif_smoothing: object = None
+    spiking_gradient: object = None
+    inference_only: bool = False
+
+    def get(self, key, default=None):
+        return getattr(self, key, default)
+
+
+def settings_of(network):
+    """The `Settings` of ``network`` (defaults where it sets none)."""
+    return Settings(**{key: get_setting(network, key) for key in SETTINGS})

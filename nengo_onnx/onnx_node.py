@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from nengo_onnx import ort_setup as _ort
 from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET
-from nengo_onnx.compiler.signals import sanitize
+from nengo_onnx.compiler.names import sanitize
 
 #: ONNX element types an OnnxNode's input and output may have, as numpy dtypes.
 FLOAT_TYPES = {TensorProto.FLOAT: np.dtype(np.float32), TensorProto.DOUBLE: np.dtype(np.float64)}

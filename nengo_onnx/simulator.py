@@ -10,28 +10,45 @@ from nengo.builder import Model
 from nengo.cache import get_default_decoder_cache
 from nengo.exceptions import (
     ReadonlyError,
+    SimulationError,
     SimulatorClosed,
     ValidationError,
 )
 from nengo.utils.progress import Progress, ProgressTracker
 
-from nengo_onnx.config import get_setting
-from nengo_onnx.compiler.graph import operator_graph
-from nengo_onnx.compiler.pipeline import run_passes
+from nengo_onnx.compiler import params as params_io
+from nengo_onnx.compiler.program import compile_model
+from nengo_onnx.config import settings_of
+from nengo_onnx.exporting.exporter import export_program
 from nengo_onnx.runtime.runtime import Runtime
-from nengo_onnx.compiler.signals import SignalPlan, unique_names
+from nengo_onnx.runtime.signals import SignalValues
+from nengo_onnx.training import train as training
 
 #: Steps per ONNX call. Session creation grows faster than linearly with the
 #: graph, per-call overhead is ~10 us: see docs/benchmarks.md for the measurement.
 DEFAULT_UNROLL = 10
 
 
-def input_nodes(network):
-    """Nodes whose output the user can override with ``data``."""
-    return [
-        n for n in network.all_nodes
-        if n.size_in == 0 and n.output is not None and n.size_out > 0
-    ]
+def _positive_int(value, attr, obj, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+            or value < 1):
+        raise ValidationError(
+            f"must be a positive integer{' or None' if allow_none else ''} (got {value!r})",
+            attr=attr, obj=obj)
+    return int(value)
+
+
+def _check_dt(dt, obj):
+    try:
+        value = float(dt)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not np.isfinite(value) or value <= 0:
+        raise ValidationError(f"must be a positive, finite number of seconds (got {dt!r})",
+                              attr="dt", obj=obj)
+    return value
 
 
 class Simulator:
@@ -76,35 +93,30 @@ class Simulator:
         tensorboard=None,
     ):
         self.closed = True  # until construction succeeds
-        if unroll_simulation is None or int(unroll_simulation) != unroll_simulation \
-                or unroll_simulation < 1:
-            raise ValidationError(
-                f"must be a positive integer (got {unroll_simulation!r})",
-                attr="unroll_simulation", obj=self)
-        if minibatch_size is not None and (int(minibatch_size) != minibatch_size
-                                           or minibatch_size < 1):
-            raise ValidationError(
-                f"must be a positive integer or None (got {minibatch_size!r})",
-                attr="minibatch_size", obj=self)
+        self.unroll = _positive_int(unroll_simulation, "unroll_simulation", self)
+        self.minibatch_size = _positive_int(minibatch_size, "minibatch_size", self,
+                                            allow_none=True)
+        self.threads = _positive_int(threads, "threads", self, allow_none=True)
+        dt = _check_dt(dt, self)
+        if network is not None and not isinstance(network, nengo.Network):
+            raise ValidationError(f"must be a nengo.Network or None (got "
+                                  f"{type(network).__name__})", attr="network", obj=self)
         self.network = network
         self.progress_bar = progress_bar
         self.optimize = optimize
-        self.minibatch_size = minibatch_size
-        self.unroll = int(unroll_simulation)
-        self.threads = threads
         # where train(summaries=[...]) writes TensorBoard events (run_<n> per simulator)
         self.tensorboard = None if tensorboard is None else os.fspath(tensorboard)
-        self.dtype = np.dtype(get_setting(network, "dtype"))
+        self.settings = settings_of(network)  # validated now: errors belong to construction
 
         if model is None:
-            model = Model(dt=float(dt), label=f"{network}, dt={dt:f}",
+            model = Model(dt=dt, label=f"{network}, dt={dt:f}",
                           decoder_cache=get_default_decoder_cache())
         self.model = model
         pt = ProgressTracker(progress_bar, Progress("Building", "Build"))
         with pt:
             if network is not None:
                 model.build(network, progress=pt.next_stage("Building", "Build"))
-            self._compile(network)
+            self._compile(optimize)
 
         if seed is None:
             if network is not None and network.seed is not None:
@@ -113,27 +125,23 @@ class Simulator:
                 seed = np.random.randint(np.iinfo(np.int32).max)
         self.seed = seed
         self.data = SimulationData(self)
+        self.training_state = training.TrainingState()
         self.closed = False
         self.reset(seed=seed)
 
-    def _compile(self, network):
-        nodes = input_nodes(network) if network is not None else []
-        self._input_names = unique_names(nodes)
-        self.n_built_operators = len(self.model.operators)  # before the passes
-        graph = operator_graph(self.model)
-        graph.graph["input_nodes"] = self._input_names
-        self.graph = run_passes(graph, optimize=self.optimize)
-        self.signals = SignalPlan(self.model, list(self.graph.nodes))
-        self.signals.squeeze_batch = self.minibatch_size is None
-        probe_names = unique_names(self.model.probes)
-        self._probe_keys = probe_names
-        probes = [(probe_names[p], self.model.sig[p]["in"]) for p in self.model.probes]
-        self.runtime = Runtime(
-            self.graph, self.signals, probes, minibatch_size=self.minibatch_size or 1,
-            dtype=self.dtype, dt=self.model.dt, unroll_steps=self.unroll, threads=self.threads,
-        )
-        if self.runtime.unrolled:
-            self.runtime.block(self.unroll)  # compile now: errors belong to construction
+    def _compile(self, optimize, params=None):
+        self.program = compile_model(
+            self.model, self.network, self.settings, minibatch_size=self.minibatch_size or 1,
+            unroll=self.unroll, optimize=optimize, threads=self.threads, params=params)
+        self.runtime = Runtime(self.program)
+        self.signals = SignalValues(self.runtime, squeeze_batch=self.minibatch_size is None)
+        if self.program.unrolled:
+            self.program.block(self.unroll)  # compile now: errors belong to construction
+
+    @property
+    def dtype(self):
+        """The simulation's floating-point dtype (``configure_settings(dtype=...)``)."""
+        return self.program.dtype
 
     # -- nengo's Simulator API ------------------------------------------------------------
 
@@ -169,41 +177,57 @@ class Simulator:
 
     def __getstate__(self):
         # onnxruntime sessions and Python step functions cannot be pickled: keep the
-        # built model, the state and the probe data, and compile again on loading
+        # network, the built model, parameter values, state and probe data, and
+        # compile again on loading
+        if self.closed:
+            raise SimulatorClosed("Cannot pickle a closed Simulator.")
         return {
+            "network": self.network,
             "model": self.model,
-            "store": dict(self.runtime.store) if self.runtime is not None else {},
+            "settings": self.settings,
+            "params": self.program.params.named(),
+            "state": self.runtime.state_arrays(),
+            "time_state": {key: np.array(self.runtime.store[sig.base]) for key, sig in
+                           (("step", self.model.step), ("time", self.model.time))},
             "probe_data": self._probe_data,
             "n_steps": self._n_steps,
-            "dt": self.dt,
             "seed": self.seed,
             "minibatch_size": self.minibatch_size,
             "unroll": self.unroll,
             "progress_bar": self.progress_bar,
             "optimize": self.optimize,
-            "closed": self.closed,
+            "threads": self.threads,
+            "tensorboard": self.tensorboard,
         }
 
     def __setstate__(self, state):
-        self.__init__(
-            network=None, model=state["model"], dt=state["dt"], seed=state["seed"],
-            minibatch_size=state["minibatch_size"], unroll_simulation=state["unroll"],
-            progress_bar=state["progress_bar"],
-            optimize=False,  # the pickled model is already optimized
-        )
+        self.closed = True
+        self.network = state["network"]
+        self.model = state["model"]
+        self.settings = state["settings"]
+        self.minibatch_size = state["minibatch_size"]
+        self.unroll = state["unroll"]
+        self.progress_bar = state["progress_bar"]
         self.optimize = state["optimize"]
-        by_name = {self.signals.name(base): base for base in self.runtime.store}
-        for base, value in state["store"].items():
-            name = self.signals.name(base)
-            if name in by_name:
-                self.runtime.store[by_name[name]] = np.array(value)
+        self.threads = state["threads"]
+        self.tensorboard = state["tensorboard"]
+        # the pickled model went through the passes already
+        self._compile(optimize=False, params=state["params"])
+        self.seed = state["seed"]
+        self.data = SimulationData(self)
+        self.training_state = training.TrainingState()
+        self.closed = False
+        self.reset(seed=self.seed)
+        if not self.runtime.load_state(state["state"]):
+            raise SimulationError("the pickled simulation state does not fit the compiled "
+                                  "model (a different nengo or nengo-onnx version?)")
+        for key, sig in (("step", self.model.step), ("time", self.model.time)):
+            self.runtime.store[sig.base] = np.array(state["time_state"][key])
         self._n_steps = self.runtime.n_steps = state["n_steps"]
         self._probe_data = {p: list(v) for p, v in state["probe_data"].items()}
-        self.data.reset()
-        if state["closed"]:
-            self.close()
 
     def close(self):
+        """Close the simulator; it cannot run again (its data stays readable)."""
         self.closed = True
         self.runtime = None
 
@@ -214,23 +238,32 @@ class Simulator:
         if seed is not None:
             self.seed = seed
         self.runtime.reset(self.seed)
-        # sim.signals[sig] reads the current state, as nengo's SignalDict does
-        self.signals.store = self.runtime.store
-        self.signals.minibatch_size = self.runtime.B
         self._n_steps = 0
         self._probe_data = {p: [] for p in self.model.probes}
         self.data.reset()
 
     def clear_probes(self):
+        """Clear the probe data recorded so far (the state is kept)."""
         self._probe_data = {p: [] for p in self.model.probes}
         self.data.reset()
 
     def run(self, time_in_seconds, data=None, progress_bar=None):
-        """Simulate for ``time_in_seconds`` (rounded to a whole number of steps)."""
-        if time_in_seconds < 0:
-            raise ValidationError(f"Must be positive (got {time_in_seconds:g})",
-                                  attr="time_in_seconds")
-        steps = int(np.round(float(time_in_seconds) / self.dt))
+        """Simulate for ``time_in_seconds`` (rounded to a whole number of steps).
+
+        ``data`` maps input Nodes to ``(minibatch_size, n_steps, node.size_out)``
+        arrays that replace their output (NengoDL's form).
+        """
+        try:
+            seconds = float(time_in_seconds)
+        except (TypeError, ValueError):
+            seconds = None
+        if seconds is None or not np.isfinite(seconds):
+            raise ValidationError(f"must be a finite number of seconds (got "
+                                  f"{time_in_seconds!r})", attr="time_in_seconds", obj=self)
+        if seconds < 0:
+            raise ValidationError(f"Must be positive (got {seconds:g})",
+                                  attr="time_in_seconds", obj=self)
+        steps = int(np.round(seconds / self.dt))
         if steps == 0:
             warnings.warn(f"{time_in_seconds} results in running for 0 timesteps. "
                           f"Simulator still at time {self.time}.")
@@ -242,45 +275,54 @@ class Simulator:
         self.run_steps(1, data=data, progress_bar=False)
 
     def run_steps(self, n_steps, data=None, progress_bar=None):
-        """Simulate ``n_steps`` timesteps, optionally overriding input Nodes with ``data``."""
+        """Simulate ``n_steps`` timesteps, optionally overriding input Nodes with ``data``.
+
+        If a step fails (a Node raises, Ctrl-C), every step completed before it is
+        kept: ``n_steps``, ``trange()``, the state and the probe data agree.
+        """
         if self.closed:
             raise SimulatorClosed("Simulator cannot run because it is closed.")
-        if isinstance(n_steps, (bool, np.bool_)) or int(n_steps) != n_steps or n_steps < 0:
+        if isinstance(n_steps, (bool, np.bool_)) or not isinstance(
+                n_steps, (int, np.integer)) or n_steps < 0:
             raise ValidationError(
                 f"must be a non-negative integer (got {n_steps!r})", attr="n_steps", obj=self)
         n_steps = int(n_steps)
         feeds = self._check_data(data, n_steps)
         progress_bar = self.progress_bar if progress_bar is None else progress_bar
         with ProgressTracker(progress_bar, Progress("Simulating", "Simulation", n_steps)) as pt:
-            outputs = self.runtime.run(n_steps, feeds, progress=pt.total_progress.step)
-        self._record(outputs, n_steps)
-        self._n_steps += n_steps
+            try:
+                self.runtime.run(n_steps, feeds, progress=pt.total_progress.step,
+                                 on_block=self._record)
+            finally:
+                self.data.reset()
 
     def _record(self, outputs, n_steps):
+        """Keep a finished block's probe data, thinned to each probe's ``sample_every``."""
+        steps = np.arange(self._n_steps + 1, self._n_steps + n_steps + 1)
         for probe in self.model.probes:
-            values = outputs[self._probe_keys[probe]]
-            period = 1 if probe.sample_every is None else probe.sample_every / self.dt
-            steps = np.arange(self._n_steps + 1, self._n_steps + n_steps + 1)
-            values = values[:, steps % period < 1]
-            self._probe_data[probe].append(values)
-        self.data.reset()
+            values = outputs[self.program.probes[probe]]
+            if probe.sample_every is not None:
+                period = probe.sample_every / self.dt
+                values = values[:, steps % period < 1]
+            self._probe_data[probe].append(np.array(values))
+        self._n_steps += n_steps
 
     def _check_data(self, data, n_steps):
-        if not data:
+        if data is None:
             return {}
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"data must be a dict {{input Node: array}} (got "
+                                  f"{type(data).__name__})", attr="data", obj=self)
         B = self.minibatch_size or 1
         feeds = {}
         for obj, value in data.items():
-            if obj not in self._input_names:
-                if isinstance(obj, nengo.Node):
-                    raise ValidationError(
-                        f"{obj} is not an input Node (it has size_in={obj.size_in}); "
-                        "data can only be given for Nodes with size_in == 0",
-                        attr="data", obj=self)
-                raise ValidationError(
-                    f"{obj} is not an input Node of this network; data keys must be "
-                    "Nodes with size_in == 0", attr="data", obj=self)
-            value = np.asarray(value)
+            if obj not in self.program.inputs:
+                raise ValidationError(self._not_an_input(obj), attr="data", obj=self)
+            try:
+                value = np.asarray(value)
+            except ValueError as err:
+                raise ValidationError(f"data for {obj} is not an array of numbers: {err}",
+                                      attr="data", obj=self) from err
             if value.dtype.kind not in "fiub":
                 raise ValidationError(
                     f"data for {obj} has dtype {value.dtype}; expected numbers",
@@ -296,8 +338,20 @@ class Simulator:
             if not np.all(np.isfinite(value)):
                 raise ValidationError(f"data for {obj} contains NaN or inf",
                                       attr="data", obj=self)
-            feeds[self._input_names[obj]] = value
+            feeds[self.program.inputs[obj]] = value
         return feeds
+
+    def _not_an_input(self, obj):
+        """Why ``obj`` cannot be a data key."""
+        network = self.network
+        if isinstance(obj, nengo.Node):
+            if network is not None and obj not in network.all_nodes:
+                return (f"{obj} belongs to another network; data keys must be input Nodes "
+                        "of this simulator's network")
+            return (f"{obj} is not an input Node (it has size_in={obj.size_in}); data "
+                    "can only be given for Nodes with size_in == 0 and an output")
+        return (f"data keys must be input Nodes of this network (got "
+                f"{type(obj).__name__} {obj})")
 
     def trange(self, sample_every=None, dt=None):
         """Times of the probed steps (the first is ``dt``, as in nengo)."""
@@ -312,40 +366,114 @@ class Simulator:
         steps = np.arange(1, self.n_steps + 1)
         return self.dt * steps[steps % period < 1]
 
-    # -- training, parameters and export (implemented in their own modules) ----------
+    # -- training, parameters and export ---------------------------------------------------
 
-    def train(self, *args, **kwargs):
-        """Train the network's parameters (see `nengo_onnx.training.train.train`)."""
-        from nengo_onnx.training.train import train  # noqa: PLC0415
+    def _check_open(self):
+        if self.closed:
+            raise SimulatorClosed("Cannot use a closed Simulator.")
 
-        return train(self, *args, **kwargs)
+    def train(self, data, optimizer, n_epochs=1, objective=None, truncation=None,
+              summaries=None, shuffle=True, profile=False):
+        """Optimize the network's parameters to minimize ``objective`` on ``data``.
 
-    def loss(self, *args, **kwargs):
-        """Evaluate the objectives on ``data`` (see `nengo_onnx.training.train.loss`)."""
-        from nengo_onnx.training.train import loss  # noqa: PLC0415
+        Parameters
+        ----------
+        data : dict
+            ``{input Node: (n_inputs, n_steps, node.size_out), Probe: (n_inputs,
+            n_steps, probe.size_in)}``: inputs override Nodes (those without data keep
+            their output); probe entries are targets.
+        optimizer : `nengo_onnx.optimizers.Optimizer`
+            E.g. ``Adam(1e-3)`` or ``SGD(1e-2, momentum=0.9, nesterov=True)``.
+        n_epochs : int
+            Passes through the data.
+        objective : dict, function or None
+            ``{probe or tuple of probes: f}``; ``f(outputs, targets)`` or
+            ``f(outputs)``, or ``None`` (targets are dL/dy). Default: mean squared
+            error on every probe with targets.
+        truncation : int or None
+            Truncated BPTT over windows of this many steps (None: full BPTT).
+        summaries : list
+            ``"loss"``, Connections, Ensembles and Neurons to log to TensorBoard
+            (needs ``Simulator(..., tensorboard=dir)``).
+        shuffle : bool
+            Shuffle the inputs into new minibatches each epoch (seeded by ``seed``).
+        profile : bool or str
+            Write onnxruntime's profile (Chrome trace JSON) to
+            ``nengo_onnx_profile.json`` or to the given file name.
 
-        return loss(self, *args, **kwargs)
+        Returns
+        -------
+        dict
+            ``{"loss": [mean loss of each epoch]}``.
+        """
+        self._check_open()
+        return training.train(self, data, optimizer, n_epochs=n_epochs, objective=objective,
+                     truncation=truncation, summaries=summaries, shuffle=shuffle,
+                     profile=profile)
 
-    def save_params(self, *args, **kwargs):
-        from nengo_onnx.training.train import save_params  # noqa: PLC0415
+    def loss(self, data, objective=None):
+        """The objective on all of ``data`` (mean over minibatches), without training.
 
-        return save_params(self, *args, **kwargs)
+        The network runs as ``run`` runs it (spiking neurons spike), from the
+        initial state, one minibatch at a time; the objectives are evaluated with
+        numpy. ``data`` and ``objective`` are as for `train`; ``None`` objectives
+        (targets are dL/dy) add nothing.
+        """
+        self._check_open()
+        return training.loss(self, data, objective=objective)
 
-    def load_params(self, *args, **kwargs):
-        from nengo_onnx.training.train import load_params  # noqa: PLC0415
+    def save_params(self, path, include_state=False):
+        """Save every trainable parameter (and optionally the simulation state) to ``path``.
 
-        return load_params(self, *args, **kwargs)
+        Written atomically as ``path + ".npz"``. Parameters are stored per Nengo
+        object (``"ens.encoders"``, ``"conn.weights"``, ...), so they load into any
+        simulator of a network with the same structure, e.g. the spiking version
+        of a rate network. ``include_state=True`` (NengoDL's option) also stores the
+        current simulation state (synapse and neuron states); it loads into a
+        simulator whose state has the same layout. Returns the file name.
+        """
+        self._check_open()
+        state = self.runtime.state_arrays() if include_state else None
+        return params_io.save(self.program, path, state=state)
 
-    def freeze_params(self, *args, **kwargs):
-        from nengo_onnx.training.train import freeze_params  # noqa: PLC0415
+    def load_params(self, path):
+        """Load parameters saved by `save_params` into this simulator.
 
-        return freeze_params(self, *args, **kwargs)
+        Fails with `ParamsMismatchError` when the saved network's parameters differ
+        from this one's (names or shapes), and with ``ValidationError`` naming the
+        file when it cannot be read or holds NaN, inf or out-of-range values. Saved
+        simulation state is restored when this simulator's state has the same
+        layout, with a warning otherwise.
+        """
+        self._check_open()
+        state = params_io.load(self.program, path)
+        if state and not self.runtime.load_state(state):
+            warnings.warn(f"the simulation state saved in {os.fspath(path)} does not fit this "
+                          "simulator (another network structure, neuron types, minibatch "
+                          "size or optimize setting); only the parameters were loaded")
+        self.data.reset()
 
-    def export(self, *args, **kwargs):
-        """Write an inference ONNX model (see `nengo_onnx.exporting.exporter.export_simulator`)."""
-        from nengo_onnx.exporting.exporter import export_simulator  # noqa: PLC0415
+    def freeze_params(self, objs):
+        """Write the simulator's (trained) parameters back into the Nengo objects.
 
-        return export_simulator(self, *args, **kwargs)
+        ``objs`` is a Network or a list of Ensembles, Connections, OnnxNodes and
+        Networks; ``nengo.Simulator`` then reproduces this simulator (see
+        `nengo_onnx.compiler.params.freeze`).
+        """
+        self._check_open()
+        params_io.freeze(self.program, objs)
+
+    def export(self, path, steps=None, fixed=None, opset=None):
+        """Write an ONNX inference model of the network, with its current parameters.
+
+        ``steps=K``: a streaming model of K steps per call (default:
+        ``unroll_simulation``); ``fixed=N``: N steps from the initial state. See
+        `nengo_onnx.exporting.exporter`. Returns an ``ExportInfo``.
+        """
+        if self.closed:
+            raise SimulatorClosed("Cannot export a closed Simulator.")
+        return export_program(self.program, path, steps=steps, fixed=fixed, opset=opset,
+                              seed=self.seed)
 
     def _probe_array(self, probe):
         parts = self._probe_data[probe]
@@ -359,7 +487,7 @@ class Simulator:
 
 
 class SimulationData(Mapping):
-    """``sim.data``: probe data and built parameters, as in nengo."""
+    """``sim.data``: probe data and built parameters (with trained values), as in nengo."""
 
     def __init__(self, sim):
         self.sim = sim
@@ -370,7 +498,7 @@ class SimulationData(Mapping):
             if key not in self._cache:
                 self._cache[key] = self.sim._probe_array(key)
             return self._cache[key]
-        return self.sim.model.params[key]
+        return self.sim.program.params.built(key)
 
     def __iter__(self):
         return iter(self.sim.model.params)

@@ -1,11 +1,11 @@
 """Replace input Nodes and time-only operators by `.FeedInput` operators.
 
 1. An input Node (``size_in == 0`` with an output) gets a ``FeedInput`` named
-   after the Node that sets its output signal, replacing its ``SimPyFunc`` or
+   ``input.<node>`` that sets its output signal, replacing its ``SimPyFunc`` or
    ``SimProcess`` (or nothing, for a constant output), so ``data`` can override it.
 2. Any other operator that reads nothing but time and that no emitter handles
    (``SimPyFunc`` of ``t``, a ``SimProcess`` without input such as neuron noise)
-   becomes a ``FeedInput`` with the same set/inc/update mode.
+   becomes a ``FeedInput`` named ``feed.<signal>``, with the same set/inc/update mode.
 
 3. ``FeedInput`` operators already in the graph (a model compiled before, then
    pickled or reused) are kept as they are.
@@ -18,7 +18,6 @@ from nengo.builder.operator import SimPyFunc
 from nengo.builder.processes import SimProcess
 
 from nengo_onnx.compiler.graph import FeedInput, rebuild
-from nengo_onnx.compiler.signals import sanitize
 
 
 def _mode(op):
@@ -37,7 +36,8 @@ def _time_only(op, model):
 
 def feed_inputs(graph):
     model = graph.graph["model"]
-    input_nodes = graph.graph["input_nodes"]
+    input_nodes = graph.graph["input_nodes"]  # {Node: port name}
+    names = graph.graph["names"]
     feeds = {}  # key -> (FeedInput, source op or None, node or None)
     replaced = {}
     by_output = {}
@@ -63,7 +63,7 @@ def feed_inputs(graph):
     for op in graph.nodes:
         if op in replaced or not _time_only(op, model):
             continue
-        base = f"feed.{sanitize(op.output.name if op.output is not None else 'op')}"
+        base = names.feed(op.output)
         key, n = base, 0
         while key in used:
             n += 1

@@ -8,7 +8,7 @@ from nengo.exceptions import SimulationError, ValidationError
 
 import nengo_onnx
 from nengo_onnx import objectives, optimizers
-from nengo_onnx.training.train import gradients
+from tests.helpers import gradients
 
 
 def net_and_data(rng, d=2, n=4, steps=3, synapse=0.01):

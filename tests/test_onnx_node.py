@@ -13,7 +13,7 @@ import nengo_onnx
 from nengo_onnx import optimizers
 from nengo_onnx.compiler import trainable
 from nengo_onnx.training import train as training
-from nengo_onnx.training.train import gradients
+from tests.helpers import gradients, param_value, set_param_value
 
 FLOAT = TensorProto.FLOAT
 
@@ -186,7 +186,7 @@ def test_training_changes_its_weights(rng, tmp_path):
     x, y = product_data(rng)
     data = {net.inp: x, net.p: y}
     with nengo_onnx.Simulator(net, minibatch_size=4, progress_bar=False) as sim:
-        names = [p.name for p in trainable.trainable_params(sim)]
+        names = [p.name for p in trainable.trainable_params(sim.program)]
         assert {"mlp.W1", "mlp.b1", "mlp.W2"} <= set(names)
         before = sim.loss(data)
         w1 = np.array(sim.data[net.node].params["W1"])
@@ -220,7 +220,7 @@ def test_untrainable_node_keeps_its_weights(rng):
     net = upstream_net(mlp(2, 8, 1), trainable_node=False)
     x, y = product_data(rng)
     with nengo_onnx.Simulator(net, minibatch_size=4, progress_bar=False) as sim:
-        assert not any(p.name.startswith("mlp.") for p in trainable.trainable_params(sim))
+        assert not any(p.name.startswith("mlp.") for p in trainable.trainable_params(sim.program))
         weights = np.array(sim.data[net.conn].weights)
         sim.train({net.inp: x, net.p: y}, optimizers.SGD(0.05), n_epochs=2)
         assert not np.allclose(sim.data[net.conn].weights, weights)
@@ -229,20 +229,14 @@ def test_untrainable_node_keeps_its_weights(rng):
 
 
 def finite_difference(sim, data, param, index, eps=1e-3):
-    sig = param.signal(sim.model)
-    base = trainable.base_value(sim.signals, sig.base)
-    original = trainable.read(sim.signals, sig).ravel()
+    original = param_value(sim, param).ravel()
     losses = []
     for sign in (1, -1):
         value = original.copy()
         value[index] += sign * eps
-        new = base.copy()
-        trainable.write(new, sig, value.reshape(sig.shape))
-        sim.signals.values[sig.base] = new
-        training.refresh(sim)
+        set_param_value(sim, param, value)
         losses.append(sim.loss(data))
-    sim.signals.values[sig.base] = base
-    training.refresh(sim)
+    set_param_value(sim, param, original)
     return (losses[0] - losses[1]) / (2 * eps)
 
 

@@ -152,7 +152,7 @@ def test_bad_data():
     with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
         with pytest.raises(ValidationError, match="size_in=1"):
             sim.run_steps(3, data={passthrough: np.zeros((2, 3, 1))})
-        with pytest.raises(ValidationError, match="not an input Node"):
+        with pytest.raises(ValidationError, match="belongs to another network"):
             sim.run_steps(3, data={other: np.zeros((2, 3, 1))})
         with pytest.raises(ValidationError, match=r"expected .*\(2, 3, 1\)"):
             sim.run_steps(3, data={net.u: np.zeros((2, 4, 1))})

@@ -4,7 +4,8 @@ The model's inputs are the state of every base signal it reads or writes (named
 ``state.<signal>``) and the per-step inputs (``[B, K, ...]``: input Nodes,
 time-only values, random numbers); its outputs are the new state
 (``state_out.<signal>``) and, for each probe, its value at the end of each step
-(``probe.<name>``, ``[B, K, *shape]``).
+(``probe.<name>``, ``[B, K, *shape]``). The names come from the program's
+`nengo_onnx.compiler.names.Names`.
 """
 
 from dataclasses import dataclass, field
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from nengo_onnx.compiler.emit import emit
 from nengo_onnx.compiler.emit.context import EmitContext
 from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET, GraphBuilder
-from nengo_onnx.compiler.signals import sanitize
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Block:
     state: list  # (base signal, input name, output name) for the written bases
     step_inputs: dict  # name -> (shape per item and step, dtype)
     state_inputs: list = field(default_factory=list)  # (base signal, input name)
-    probes: list = field(default_factory=list)  # (key, output name, shape)
+    probes: list = field(default_factory=list)  # (output name, shape)
 
 
 def emit_block(
@@ -47,24 +47,23 @@ def emit_block(
 
     Parameters
     ----------
-    probes : list of (key, Signal)
+    probes : list of (output name, Signal)
         Signals recorded at the end of every step.
     state_in, state_out : list of base Signals, optional
         Bases taken as inputs and given as outputs (default: all written bases).
     training : bool
         Emit the training forms of operators (rate neurons for spiking ones).
-    settings : dict
-        nengo-onnx settings of the network (see `.configure_settings`).
+    settings : `nengo_onnx.config.Settings`
+        nengo-onnx settings of the network.
     """
     graph = GraphBuilder(name=name, opset=opset)
     ctx = EmitContext(graph, signals, dtype, minibatch_size, dt, n_steps=n_steps,
                       training=training, settings=settings)
     state_in = signals.state_bases() if state_in is None else state_in
     state, state_inputs = [], []
+    names = signals.names
     for base in state_in:
-        in_name = graph.input(
-            f"state.{signals.name(base)}", signals.dtype_of(base, dtype), ctx.shape(base)
-        )
+        in_name = graph.input(names.state(base), signals.dtype_of(base, dtype), ctx.shape(base))
         ctx.env[base] = in_name
         state_inputs.append((base, in_name))
 
@@ -80,9 +79,9 @@ def emit_block(
 
     state_out = state_in if state_out is None else state_out
     for base in state_out:
-        out_name = f"state_out.{signals.name(base)}"
+        out_name = names.state_out(base)
         graph.output(out_name, ctx.env[base], signals.dtype_of(base, dtype), ctx.shape(base))
-        state.append((base, f"state.{signals.name(base)}", out_name))
+        state.append((base, names.state(base), out_name))
 
     probe_outputs = []
     for key, sig in probes:
@@ -92,9 +91,8 @@ def emit_block(
         parts = [ctx.reshape(v, [minibatch_size, -1]) for v in values]
         value = parts[0] if len(parts) == 1 else graph.node("Concat", parts, axis=1)
         value = ctx.reshape(value, full)
-        out_name = f"probe.{sanitize(key)}"
-        graph.output(out_name, value, signals.dtype_of(sig, dtype), full)
-        probe_outputs.append((key, out_name, tuple(sig.shape)))
+        graph.output(key, value, signals.dtype_of(sig, dtype), full)
+        probe_outputs.append((key, tuple(sig.shape)))
 
     return Block(
         model=graph.model(),

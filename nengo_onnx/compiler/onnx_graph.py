@@ -98,13 +98,28 @@ class GraphBuilder:
         return out
 
     def initializer(self, name, array, unique=True):
-        name = self.unique(name) if unique else name
-        self._used.add(name)
+        """Add an initializer: ``unique`` picks a free name from the hint ``name``;
+        otherwise ``name`` is taken as it is, and must be free."""
+        if unique:
+            name = self.unique(name)
+        else:
+            self.claim(name)
         self.initializers[name] = numpy_helper.from_array(np.asarray(array), name)
         return name
 
-    def input(self, name, dtype, shape):
+    def claim(self, name):
+        """Reserve ``name`` exactly (a model-derived name); fails loudly if taken."""
+        if name in self._used:
+            raise ValueError(f"ONNX value name {name!r} is already taken")
         self._used.add(name)
+        return name
+
+    def reserve(self, names):
+        """Mark ``names`` (e.g. those of a graph being extended) as taken."""
+        self._used.update(names)
+
+    def input(self, name, dtype, shape):
+        self.claim(name)
         if all(isinstance(d, int) for d in shape):
             self.shapes[name] = tuple(shape)
         self.inputs.append(helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape)))
@@ -113,9 +128,7 @@ class GraphBuilder:
     def output(self, name, value, dtype, shape):
         """Expose ``value`` as a graph output called ``name``."""
         if value != name:
-            if name in self._used:
-                raise ValueError(f"Output name {name!r} is already taken")
-            self._used.add(name)
+            self.claim(name)
             self.nodes.append(helper.make_node("Identity", [value], [name]))
         self.outputs.append(helper.make_tensor_value_info(name, onnx_dtype(dtype), list(shape)))
         return name

@@ -1,37 +1,30 @@
-"""Trained parameters in the simulator: ``sim.data``, save, load and freeze.
+"""Parameter values: the one store (`ParameterStore`), and saving, loading, freezing.
 
-Training writes the trained values of each trainable base signal into
-``sim.signals.values``; `refresh` then replaces the ``sim.model.params``
-entries (``BuiltEnsemble``/``BuiltConnection``), so ``sim.data[ens].encoders``
-etc. return them, and drops the compiled inference graphs so that ``run`` uses
-them. Saved files hold one array per Nengo object and key, so they do not depend
-on how the merge pass packed signals.
+A parameter is a static base signal whose value can change after the build:
+training, `load` and pickling write trained values into the program's
+`ParameterStore`; everything that needs a value reads it there (the ONNX
+graphs through the signal plan, ``sim.data`` through `ParameterStore.built`,
+the Python operators, saving, pickling and export). ``model.params`` keeps
+nengo's built values as they were built.
+
+Saved files hold one array per Nengo object and key (``"ens.encoders"``), so
+they do not depend on how the merge pass packed signals.
 """
 
 import os
-import re
-import tempfile
-import warnings
-from dataclasses import dataclass
+import zipfile
 
 import numpy as np
 import nengo
-from nengo.exceptions import SimulationError, SimulatorClosed, ValidationError
+from nengo.exceptions import SimulationError, ValidationError
 
 from nengo_onnx.compiler import trainable
+from nengo_onnx.compiler.signals import dense
+from nengo_onnx.files import write_atomically
 from nengo_onnx.onnx_node import OnnxNode, param_key
-from nengo_onnx.compiler.signals import sanitize, unique_names
-from nengo_onnx.training.graph import _training_state
 
-
-def _check_open(sim):
-    if sim.closed:
-        raise SimulatorClosed("Cannot use a closed Simulator.")
-
-
-def _describe(obj):
-    return f"{type(obj).__name__} {obj}"
-
+#: The ``meta/format`` entry of files written by `save`.
+FORMAT = "nengo_onnx.params.v1"
 
 
 class ParamsMismatchError(SimulationError, ValidationError):
@@ -41,75 +34,144 @@ class ParamsMismatchError(SimulationError, ValidationError):
         ValidationError.__init__(self, msg, attr="path")
 
 
-@dataclass
+def describe(obj):
+    """``Type label`` of an object, for error messages."""
+    return f"{type(obj).__name__} {obj}"
+
+
+class ParameterStore:
+    """The current values of the parameters whose values changed since the build.
+
+    Values are float64 arrays shaped like their base signal; a base that is not
+    in the store has its built (initial) value.
+    """
+
+    def __init__(self, model, names):
+        self.model = model
+        self.names = names
+        self._values = {}
+        #: incremented at every change (compiled graphs record the version they saw)
+        self.version = 0
+
+    def __contains__(self, base):
+        return base in self._values
+
+    def changed_bases(self):
+        return list(self._values)
+
+    def value(self, base):
+        """The current value of ``base`` (float64; a read-only view)."""
+        if base in self._values:
+            return self._values[base]
+        value = np.asarray(dense(base.initial_value), dtype=np.float64)
+        value = value.view()
+        value.setflags(write=False)
+        return value
+
+    def set(self, base, value):
+        """Replace the value of ``base`` (a copy is stored)."""
+        value = np.array(value, dtype=np.float64)
+        if value.shape != tuple(base.shape):
+            raise ValidationError(f"value for {self.names.signal(base)} has shape {value.shape}; "
+                                  f"expected {tuple(base.shape)}", attr="value")
+        value.setflags(write=False)
+        self._values[base] = value
+        self.version += 1
+
+    def read(self, sig):
+        """The current value of ``sig`` (a view of a parameter base) as a new array."""
+        return trainable.read(self.value(sig.base), sig)
+
+    # -- pickling: values by signal name ------------------------------------------------
+
+    def named(self):
+        """``{signal name: value}`` of every changed parameter."""
+        return {self.names.signal(base): np.array(value) for base, value in self._values.items()}
+
+    def load_named(self, values, signals):
+        """Set values given by signal name (from `named`); unknown names are an error."""
+        by_name = {self.names.signal(base): base for base in signals.static_bases()}
+        for name, value in values.items():
+            if name not in by_name:
+                raise ValidationError(f"no parameter signal named {name!r} in this model",
+                                      attr="params")
+            self.set(by_name[name], value)
+
+    # -- nengo's built parameters, with the current values ------------------------------
+
+    def built(self, obj):
+        """``model.params[obj]``, with the current values of changed parameters.
+
+        ``BuiltEnsemble`` (scaled encoders, encoders, bias), ``BuiltConnection``
+        (weights) and an OnnxNode's parameters; other objects as built.
+        """
+        built = self.model.params[obj]
+        sig = self.model.sig.get(obj, {})
+        if isinstance(obj, OnnxNode):
+            params = dict(built.params)
+            for name in obj.spec.param_names:
+                s = sig.get(param_key(name))
+                if s is not None and s.base in self:
+                    params[name] = self.read(s)
+            return built._replace(params=params)
+        if isinstance(obj, nengo.Ensemble):
+            enc = sig.get("encoders")
+            if enc is not None and enc.base in self:
+                built = self._with_encoders(obj, built, self.read(enc))
+            bias = self.model.sig.get(obj.neurons, {}).get("bias")
+            if bias is not None and bias.base in self:
+                built = built._replace(bias=self.read(bias))
+            return built
+        if isinstance(obj, nengo.Connection):
+            weights = sig.get("weights")
+            if weights is not None and weights.base in self:
+                built = built._replace(weights=self.read(weights))
+        return built
+
+    @staticmethod
+    def _with_encoders(ens, built, scaled):
+        # the simulation uses the scaled encoders; the unit encoders follow from the gain
+        gain = np.asarray(built.gain, dtype=np.float64)
+        safe = np.where(gain == 0, 1.0, gain)
+        unchanged = (gain[:, None] == 0) | (scaled == built.scaled_encoders)
+        encoders = np.where(unchanged, built.encoders, scaled * ens.radius / safe[:, None])
+        return built._replace(scaled_encoders=scaled, encoders=encoders)
+
+
+# -- trainable parameters as groups of base signals ----------------------------------------
+
+
 class ParamGroup:
-    """A trainable base signal: its ONNX name and which of its elements train."""
+    """A parameter base signal: its ONNX name and which of its elements train."""
 
-    base: object
-    name: str
-    mask: object = None  # bool array (shaped like base) or None: all elements train
+    def __init__(self, base, name, mask=None):
+        self.base = base
+        self.name = name
+        self.mask = mask  # bool array (shaped like base) or None: all elements
+
+    def __repr__(self):
+        return f"ParamGroup({self.name})"
 
 
-def param_groups(sim, params=None):
-    params = trainable.trainable_params(sim) if params is None else params
+def param_groups(program, params):
+    """`ParamGroup` of each base signal that ``params`` (`trainable.Param`) view."""
     by_base = {}
     for param in params:
-        sig = param.signal(sim.model)
+        sig = param.signal(program.model)
         by_base.setdefault(sig.base, []).append(sig)
     groups = []
     for base, sigs in by_base.items():
         mask = trainable.element_mask(base, sigs)
-        groups.append(ParamGroup(base, sim.signals.name(base), None if mask.all() else mask))
+        groups.append(ParamGroup(base, program.names.signal(base),
+                                 None if mask.all() else mask))
     return sorted(groups, key=lambda grp: grp.name)
 
 
-def refresh(sim, keep_training_graphs=False):
-    """Make ``sim.data`` and the inference graphs use the values in ``sim.signals``.
-
-    Training graphs bake the values of the parameters they do not train in as
-    constants, so they are dropped too, unless only trained values changed
-    (``keep_training_graphs``: their parameters are loaded at every `train`).
-    """
-    update_built_params(sim)
-    sim.runtime.invalidate()
-    if not keep_training_graphs:
-        _training_state(sim).compiled.clear()
+# -- files -------------------------------------------------------------------------------
 
 
-def update_built_params(sim):
-    """Replace ``sim.model.params`` entries with the current (trained) values."""
-    model, signals = sim.model, sim.signals
-    for param in trainable.all_params(model, sim.network):
-        sig = param.signal(model)
-        if sig.base not in signals.values:
-            continue
-        value = trainable.read(signals, sig)
-        if isinstance(param.obj, OnnxNode):
-            _update_onnx_node(model, param, value)
-        elif param.key == "encoders":
-            ens = param.obj
-            built = model.params[ens]
-            gain = np.asarray(built.gain, dtype=np.float64)
-            safe = np.where(gain == 0, 1.0, gain)
-            unchanged = (gain[:, None] == 0) | (value == built.scaled_encoders)
-            encoders = np.where(unchanged, built.encoders, value * ens.radius / safe[:, None])
-            model.params[ens] = built._replace(scaled_encoders=value, encoders=encoders)
-        elif param.key == "bias":
-            ens = param.obj.ensemble
-            model.params[ens] = model.params[ens]._replace(bias=value)
-        elif param.key == "weights":
-            model.params[param.obj] = model.params[param.obj]._replace(weights=value)
-
-
-def _update_onnx_node(model, param, value):
-    node = param.obj
-    keys = [param_key(name) for name in node.spec.param_names]
-    params = dict(model.params[node].params)
-    params[node.spec.param_names[keys.index(param.key)]] = value
-    model.params[node] = model.params[node]._replace(params=params)
-
-
-def _params_path(path, for_reading=False):
+def params_path(path, for_reading=False):
+    """The file name `save` writes for ``path`` (``.npz`` added unless given)."""
     path = os.fspath(path)
     if path.endswith(".npz"):
         return path
@@ -118,67 +180,69 @@ def _params_path(path, for_reading=False):
     return path + ".npz"
 
 
-def write_atomically(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
+def save(program, path, state=None):
+    """Write every parameter's value (and ``state``: ``{name: array}``) to ``path``.
 
-    A reader never sees a half-written file, and a failed write leaves any old
-    file as it was.
+    Written atomically as ``path + ".npz"``; returns the file name.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def save_params(sim, path, include_state=False):
-    """Save every trainable parameter (and optionally the simulation state) to ``path``.
-
-    Written atomically (a temporary file renamed into place) as ``path + ".npz"``.
-    Parameters are stored per Nengo object (``"ens.encoders"``, ``"conn.weights"``,
-    ...), so they load into any simulator of a network with the same structure,
-    whatever its ``optimize`` setting, e.g. the spiking version of a rate network.
-    ``include_state=True`` (NengoDL's option) also stores the current simulation
-    state (synapse and neuron states, not the optimizer's); it loads into a
-    simulator whose state has the same layout (same network, neuron types,
-    minibatch size; with ``optimize=True`` the merged layout can differ between
-    processes for unlabeled objects, and the state is then not loaded).
-    """
-    _check_open(sim)
     arrays = {}
-    for param in trainable.all_params(sim.model, sim.network):
-        arrays[f"param/{param.name}"] = trainable.read(sim.signals, param.signal(sim.model))
-    if include_state:
-        for key, base in _state_keys(sim).items():
-            arrays[f"state/{key}"] = np.array(sim.runtime.store[base])
-    arrays["meta/format"] = np.array("nengo_onnx.compiler.params.v1")
-    target = _params_path(path)
+    for param in trainable.all_params(program):
+        arrays[f"param/{param.name}"] = program.params.read(param.signal(program.model))
+    for key, value in (state or {}).items():
+        arrays[f"state/{key}"] = np.array(value)
+    arrays["meta/format"] = np.array(FORMAT)
+    target = params_path(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(directory):
+        raise ValidationError(f"cannot save parameters to {target}: directory {directory} "
+                              "does not exist", attr="path")
     write_atomically(target, lambda f: np.savez(f, **arrays))
     return target
 
 
-def load_params(sim, path):
-    """Load parameters saved by `save_params` into ``sim``.
+def _read_file(source):
+    """The arrays of a params file; any unreadable file is a ValidationError naming it."""
+    if not os.path.exists(source):
+        raise ValidationError(f"no saved parameters at {source}", attr="path")
+    try:
+        with np.load(source, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise ValueError("it holds a single array (.npy), not a saved-parameters "
+                                 ".npz file")
+            saved = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, TypeError) as err:
+        raise ValidationError(
+            f"cannot read saved parameters from {source}: it is not a file written by "
+            f"save_params ({type(err).__name__}: {err})", attr="path") from err
+    if "meta/format" in saved and str(saved["meta/format"]) != FORMAT:
+        raise ValidationError(f"{source} has format {saved['meta/format']}, expected {FORMAT}",
+                              attr="path")
+    return saved
+
+
+def _check_values(name, value, source, dtype):
+    if value.dtype.kind not in "fiu":
+        raise ValidationError(f"parameter {name} in {source} has dtype {value.dtype}; "
+                              "expected numbers", attr="path")
+    value = value.astype(np.float64)
+    if not np.all(np.isfinite(value)):
+        raise ValidationError(f"parameter {name} in {source} contains NaN or inf", attr="path")
+    limit = np.finfo(dtype).max
+    if np.any(np.abs(value) > limit):
+        raise ValidationError(f"parameter {name} in {source} has values beyond the "
+                              f"{np.dtype(dtype).name} range (|x| > {limit:g})", attr="path")
+    return value
+
+
+def load(program, path):
+    """Load `save`'s parameters into ``program``; returns the saved state ``{name: array}``.
 
     Fails, naming the mismatch, when the saved network's parameters differ from
-    this one's (names or shapes). Saved simulation state (``include_state=True``)
-    is restored when this simulator's state has the same layout, with a warning
-    otherwise (rate and spiking neurons, for example, have different state).
+    this one's (names or shapes).
     """
-    _check_open(sim)
-    source = _params_path(path, for_reading=True)
-    if not os.path.exists(source):
-        raise ValidationError(f"no saved parameters at {source}", attr="path", obj=sim)
-    with np.load(source, allow_pickle=False) as f:
-        saved = {k: f[k] for k in f.files}
-    params = {p.name: p for p in trainable.all_params(sim.model, sim.network)}
+    source = params_path(path, for_reading=True)
+    saved = _read_file(source)
+    params = {p.name: p for p in trainable.all_params(program)}
     stored = {k[len("param/"):]: v for k, v in saved.items() if k.startswith("param/")}
     missing = sorted(set(params) - set(stored))
     extra = sorted(set(stored) - set(params))
@@ -191,83 +255,41 @@ def load_params(sim, path):
         raise ParamsMismatchError(
             "saved parameters do not match this network's structure; " + "; ".join(parts))
     for name, param in params.items():
-        shape = tuple(param.signal(sim.model).shape)
+        shape = tuple(param.signal(program.model).shape)
         if stored[name].shape != shape:
             raise ParamsMismatchError(
                 f"parameter {name} has shape {stored[name].shape} in {source} but {shape} in "
                 "this network; the networks' structures differ")
+        stored[name] = _check_values(name, stored[name], source, program.dtype)
     bases = {}
     for name, param in params.items():
-        sig = param.signal(sim.model)
+        sig = param.signal(program.model)
         if sig.base not in bases:
-            bases[sig.base] = trainable.base_value(sim.signals, sig.base)
+            bases[sig.base] = np.array(program.params.value(sig.base))
         trainable.write(bases[sig.base], sig, stored[name])
     for base, value in bases.items():
-        sim.signals.values[base] = value
-    state = {k[len("state/"):]: v for k, v in saved.items() if k.startswith("state/")}
-    if state:
-        _load_state(sim, state, source)
-    refresh(sim)
+        program.params.set(base, value)
+    return {k[len("state/"):]: v for k, v in saved.items() if k.startswith("state/")}
 
 
-def _state_keys(sim):
-    """``{stable name: base}`` of the simulation state (time and step excluded).
-
-    Signal names hold object reprs with memory addresses; those are replaced by
-    the objects' stable names, so that another simulator of the same network
-    (same settings) finds the same keys.
-    """
-    store = getattr(sim.runtime, "store", {})
-    skip = {sim.model.step.base, sim.model.time.base}
-    objs = [o for o in sim.model.sig if isinstance(o, nengo.base.NengoObject)]
-    objs += [p for p in sim.model.probes if p not in objs]
-    names = unique_names(objs)
-    reprs = sorted(((str(o), n) for o, n in names.items()), key=lambda r: -len(r[0]))
-    order = []
-    for op in sim.graph.nodes:  # first appearance in the schedule: a stable order
-        for sig in op.all_signals:
-            if sig.base in store and sig.base not in skip and sig.base not in order:
-                order.append(sig.base)
-    keys, counts = {}, {}
-    for base in order:
-        key = str(base.name)
-        for text, name in reprs:
-            key = key.replace(text, name)
-        key = sanitize(re.sub(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]+", "", key))
-        counts[key] = counts.get(key, 0) + 1
-        keys[key if counts[key] == 1 else f"{key}#{counts[key] - 1}"] = base
-    return keys
+# -- freezing into the Nengo objects ---------------------------------------------------------
 
 
-def _load_state(sim, state, source):
-    keys = _state_keys(sim)
-    store = sim.runtime.store
-    layout = sorted((k, tuple(np.shape(store[b]))) for k, b in keys.items())
-    saved = sorted((k, tuple(v.shape)) for k, v in state.items())
-    if layout != saved:
-        warnings.warn(f"the simulation state saved in {source} does not fit this simulator "
-                      "(another network structure, neuron types, minibatch size or "
-                      "optimize setting); only the parameters were loaded")
-        return
-    for key, base in keys.items():
-        store[base] = np.array(state[key], dtype=store[base].dtype)
-
-
-def freeze_params(sim, objs):
-    """Write the simulator's (trained) parameters back into the Nengo objects.
+def freeze(program, objs):
+    """Write ``program``'s current parameters into the Nengo objects ``objs``.
 
     ``objs`` is a Network (all its Ensembles, Connections and OnnxNodes) or a
     list of Ensembles, Connections, OnnxNodes and Networks. Ensembles get
     ``encoders``, ``gain`` and ``bias`` (``normalize_encoders=False``);
     connections get their weights: decoded connections a ``NoSolver`` with the
     trained decoders, others the trained transform; OnnxNodes get the trained
-    initializers in their model. ``nengo.Simulator(net)`` then reproduces
-    nengo_onnx.
+    initializers in their model. ``nengo.Simulator(net)`` then reproduces the
+    program.
     """
-    _check_open(sim)
-    if sim.network is None:
+    network = program.network
+    if network is None:
         raise ValidationError("the simulator has no network to freeze parameters into",
-                              attr="objs", obj=sim)
+                              attr="objs")
     items = objs if isinstance(objs, (list, tuple)) else [objs]
     targets = []
     for obj in items:
@@ -279,27 +301,23 @@ def freeze_params(sim, objs):
         else:
             raise ValidationError(
                 "objects to freeze must be Networks, Ensembles or Connections (or "
-                f"OnnxNodes; got {_describe(obj)})", attr="objs", obj=sim)
-    members = set(sim.network.all_ensembles + sim.network.all_connections
-                  + sim.network.all_nodes)
+                f"OnnxNodes; got {describe(obj)})", attr="objs")
+    members = set(network.all_ensembles + network.all_connections + network.all_nodes)
     for obj in targets:
         if obj not in members:
-            raise ValidationError(f"{obj} is not in this simulator's network", attr="objs",
-                                  obj=sim)
-    update_built_params(sim)
+            raise ValidationError(f"{obj} is not in this simulator's network", attr="objs")
     for obj in targets:
         if isinstance(obj, nengo.Ensemble):
-            _freeze_ensemble(sim, obj)
+            _freeze_ensemble(obj, program.params.built(obj))
         elif isinstance(obj, OnnxNode):
-            obj.set_params(sim.model.params[obj].params)
+            obj.set_params(program.params.built(obj).params)
         else:
-            _freeze_connection(sim, obj)
+            _freeze_connection(program, obj)
 
 
-def _freeze_ensemble(sim, ens):
+def _freeze_ensemble(ens, built):
     if isinstance(ens.neuron_type, nengo.Direct):
         return
-    built = sim.model.params[ens]
     ens.gain = np.array(built.gain)
     ens.bias = np.array(built.bias)
     ens.encoders = np.array(built.encoders)
@@ -309,10 +327,10 @@ def _freeze_ensemble(sim, ens):
     ens.intercepts = nengo.Ensemble.intercepts.default
 
 
-def _freeze_connection(sim, conn):
-    if sim.model.sig[conn].get("weights") is None:
+def _freeze_connection(program, conn):
+    if program.model.sig[conn].get("weights") is None:
         return
-    weights = np.array(sim.model.params[conn].weights)
+    weights = np.array(program.params.built(conn).weights)
     pre = conn.pre_obj
     if isinstance(pre, nengo.Ensemble) and not isinstance(pre.neuron_type, nengo.Direct):
         if conn.solver.weights:
@@ -320,7 +338,7 @@ def _freeze_connection(sim, conn):
             return
         size = weights.shape[0]
         conn.solver = nengo.solvers.NoSolver(weights.T, weights=False)
-        conn.function = _ZeroFunction(size)
+        conn.function = ZeroFunction(size)
         conn.transform = None
         return
     transform = conn.transform
@@ -338,7 +356,7 @@ def _freeze_connection(sim, conn):
             "is not supported", attr="objs")
 
 
-class _ZeroFunction:
+class ZeroFunction:
     """The function of a frozen decoded connection (the decoders hold everything)."""
 
     def __init__(self, size):

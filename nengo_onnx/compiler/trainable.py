@@ -28,9 +28,8 @@ import numpy as np
 import nengo
 from nengo.ensemble import Neurons
 
-from nengo_onnx.compiler.emit.context import view_indices
+from nengo_onnx.compiler.signals import view_indices
 from nengo_onnx.onnx_node import OnnxNode, param_key
-from nengo_onnx.compiler.signals import object_name, sanitize, unique_names
 
 #: Keys of ``model.sig`` that hold trainable parameters.
 PARAM_KEYS = {"encoders", "bias", "weights"}
@@ -133,16 +132,14 @@ def _keys(model, obj):
     return sorted(PARAM_KEYS & set(model.sig[obj]))
 
 
-def all_params(model, network):
+def all_params(program):
     """Every parameter that could be trained, in a stable order (build order)."""
+    model, network = program.model, program.network
     if network is None:
         return []
     members = set(network.all_ensembles + network.all_connections + network.all_nodes)
     objs = [obj for obj in model.sig if isinstance(obj, (nengo.Ensemble, nengo.Connection,
                                                           Neurons, OnnxNode))]
-    names = unique_names([o for o in objs if not isinstance(o, Neurons)], object_name)
-    names.update({o: f"{names[o.ensemble]}.neurons" for o in objs if isinstance(o, Neurons)
-                  and o.ensemble in names})
     params = []
     for obj in objs:
         owner = obj.ensemble if isinstance(obj, Neurons) else obj
@@ -154,7 +151,7 @@ def all_params(model, network):
             sig = model.sig[obj].get(key)
             if sig is None or np.dtype(sig.dtype).kind != "f":
                 continue
-            params.append(Param(obj, key, f"{names[obj]}.{sanitize(key)}"))
+            params.append(Param(obj, key, program.names.param(obj, key)))
     return params
 
 
@@ -175,18 +172,18 @@ def learning_rule_targets(network):
     return targets
 
 
-def trainable_params(sim):
-    """The `Param` objects that training changes in ``sim`` (config and static only)."""
-    network = sim.network
+def trainable_params(program):
+    """The `Param` objects that training changes (config and static only)."""
+    network = program.network
     if network is None:
         return []
     paths = _network_paths(network)
     excluded = learning_rule_targets(network)
     found = []
-    for param in all_params(sim.model, network):
+    for param in all_params(program):
         if (param.obj, param.key) in excluded:
             continue
-        if not sim.signals.is_static(param.signal(sim.model).base):
+        if not program.signals.is_static(param.signal(program.model).base):
             continue  # written by some operator: state, not a parameter
         if is_trainable(network, param.obj, paths):
             found.append(param)
@@ -196,14 +193,8 @@ def trainable_params(sim):
 # -- values ---------------------------------------------------------------------------
 
 
-def base_value(signals, base):
-    """The current value of a static base (trained or initial), float64, a copy."""
-    return np.array(signals.initial_value(base, np.float64))
-
-
-def read(signals, sig, base_array=None):
-    """The value of ``sig`` (a view of a static base) as a new array."""
-    base_array = base_value(signals, sig.base) if base_array is None else base_array
+def read(base_array, sig):
+    """The value of ``sig`` (a view of a base) in ``base_array``, as a new array."""
     return np.asarray(base_array).reshape(-1)[view_indices(sig)].copy()
 
 

@@ -38,15 +38,21 @@ from nengo.builder.operator import SimPyFunc
 from nengo.builder.processes import SimProcess
 from nengo.cache import get_default_decoder_cache
 from nengo.ensemble import Neurons
-from nengo.exceptions import BuildError, SimulatorClosed, ValidationError
+from nengo.exceptions import BuildError, ValidationError
 from nengo.utils.numpy import is_array_like
 from onnx import helper, numpy_helper
 
+from nengo_onnx.compiler import params as params_io
 from nengo_onnx.compiler.emit import find_emitter
-from nengo_onnx.compiler.params import write_atomically
-from nengo_onnx.compiler.graph import step_order
+from nengo_onnx.compiler.names import port_kind, port_object
 from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET, onnx_dtype, serialize
-from nengo_onnx.runtime.runtime import RANDOM_PREFIX
+from nengo_onnx.compiler.program import compile_model
+from nengo_onnx.config import settings_of
+from nengo_onnx.files import write_atomically
+from nengo_onnx.runtime.feeds import InputFeeder
+
+#: Steps per call of a streaming export when none are given.
+DEFAULT_STEPS = 10
 
 #: The oldest opset an export can target (13: ``axes``/``split`` as inputs).
 MIN_OPSET = 13
@@ -56,8 +62,7 @@ MAX_OPSET = DEFAULT_OPSET
 STATE_IN = "state."
 STATE_OUT = "state_out."
 FEED_PREFIX = "feed."
-# nengo names unnamed signals by address; such names change from run to run
-_ADDRESS = re.compile(r"0x[0-9a-f]{6,}")
+# nengo's reprs of unlabelled objects hold memory addresses, which change from run to run
 _AT_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 
 
@@ -180,24 +185,21 @@ def export(network, path, params=None, steps=None, fixed=None, minibatch_size=1,
                           minibatch_size=minibatch_size, opset=opset, dt=dt)
 
 
-def export_simulator(sim, path, steps=None, fixed=None, opset=None):
-    """Write an ONNX inference model of ``sim``'s network, with its current parameters.
+def export_program(program, path, steps=None, fixed=None, opset=None, seed=None):
+    """Write an ONNX inference model of a compiled program, with its current parameters.
 
-    The model starts from the network's initial state (not from ``sim``'s
-    current state). See the module docstring for the two forms; ``steps``
-    defaults to ``sim``'s ``unroll_simulation``.
+    The model starts from the network's initial state. See the module docstring
+    for the two forms; ``steps`` defaults to the program's ``unroll``.
 
     Returns
     -------
     ExportInfo
     """
-    if sim.closed:
-        raise SimulatorClosed("Cannot export a closed Simulator.")
     steps, fixed = check_form(steps, fixed)
     opset = check_opset(opset)
     path = _check_path(path)
-    check_exportable(sim)
-    model, info = build_model(sim, steps=steps, fixed=fixed, opset=opset)
+    check_exportable(program)
+    model, info = build_model(program, steps=steps, fixed=fixed, opset=opset)
     data = serialize(model)
     atomic_write(path, data)
     info.path, info.file_size = path, len(data)
@@ -211,8 +213,6 @@ def export_network(network, path, params=None, steps=None, fixed=None, minibatch
     ``inputs_path`` gets an ``.npz`` of ``input_steps`` steps (default: the fixed
     length, or 1000) of every fed input, as ``nengo-onnx run --inputs`` takes it.
     """
-    from nengo_onnx.simulator import DEFAULT_UNROLL, Simulator  # noqa: PLC0415  (circular)
-
     if not isinstance(network, nengo.Network):
         raise ValidationError(f"must be a nengo.Network (got {type(network).__name__})",
                               attr="network")
@@ -221,46 +221,38 @@ def export_network(network, path, params=None, steps=None, fixed=None, minibatch
     path = _check_path(path)
     if inputs_path is not None:
         inputs_path = _check_path(inputs_path)
-    model = _CountingModel(dt=float(dt), label=f"{network}, dt={dt:f}",
-                           decoder_cache=get_default_decoder_cache())
-    with Simulator(network, dt=dt, model=model, minibatch_size=minibatch_size,
-                   unroll_simulation=steps or DEFAULT_UNROLL, progress_bar=False) as sim:
-        sim.n_built_operators = model.n_built
-        if params is not None:
-            load_params_file(sim, params)
-        info = export_simulator(sim, path, steps=steps, fixed=fixed, opset=opset)
-        if inputs_path is not None:
-            n = input_steps or fixed or 1000
-            write_inputs(sim, inputs_path, n, info)
+    if isinstance(minibatch_size, bool) or not isinstance(minibatch_size, (int, np.integer)) \
+            or minibatch_size < 1:
+        raise ValidationError(f"must be a positive integer (got {minibatch_size!r})",
+                              attr="minibatch_size")
+    model = Model(dt=float(dt), label=f"{network}, dt={dt:f}",
+                  decoder_cache=get_default_decoder_cache())
+    model.build(network)
+    program = compile_model(model, network, settings_of(network),
+                            minibatch_size=minibatch_size, unroll=steps or DEFAULT_STEPS)
+    if params is not None:
+        load_params_file(program, params)
+    seed = network.seed + 1 if network.seed is not None else None
+    info = export_program(program, path, steps=steps, fixed=fixed, opset=opset, seed=seed)
+    if inputs_path is not None:
+        n = input_steps or fixed or 1000
+        write_inputs(program, inputs_path, n, seed=seed)
     return info
 
 
-class _CountingModel(Model):
-    """A builder Model that counts the operators the build adds (before any pass)."""
-
-    n_built = 0
-
-    def add_op(self, op):
-        super().add_op(op)
-        self.n_built += 1
-
-
-def load_params_file(sim, params):
-    """Load a ``save_params`` file into ``sim``, with one clear error for any bad file."""
+def load_params_file(program, params):
+    """Load a ``save_params`` file into ``program``, with one clear error for any bad file."""
     if not isinstance(params, (str, os.PathLike)):
         raise ValidationError(
             f"must be the path of a file written by save_params (got {type(params).__name__})",
             attr="params")
     try:
-        with warnings.catch_warnings():
-            # the export starts from the initial state: a saved state is irrelevant
-            warnings.filterwarnings("ignore", message="the simulation state saved")
-            sim.load_params(params)
-    except (ValidationError, SimulatorClosed) as err:
+        # the export starts from the initial state: a saved state is irrelevant
+        params_io.load(program, params)
+    except params_io.ParamsMismatchError as err:
         raise ExportError(f"cannot use params file {os.fspath(params)}: {err}") from err
-    except Exception as err:  # a corrupt or foreign file: zip, pickle, key errors, ...
-        raise ExportError(f"cannot read params file {os.fspath(params)}: "
-                          f"{type(err).__name__}: {err}") from err
+    except ValidationError as err:
+        raise ExportError(f"cannot read params file {os.fspath(params)}: {err}") from err
 
 
 def check_form(steps, fixed):
@@ -297,29 +289,27 @@ def _check_path(path):
 
 
 def atomic_write(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically (see `nengo_onnx.compiler.params.write_atomically`)."""
+    """Write ``data`` (bytes) to ``path`` atomically (`nengo_onnx.files.write_atomically`)."""
     write_atomically(path, lambda f: f.write(data))
 
 
 # -- what cannot be exported ------------------------------------------------------------------
 
 
-def unexportable(sim):
+def unexportable(program):
     """``[(object description, reason)]`` for every operator that would run in Python."""
     problems = []
-    for kind, op in sim.runtime.segments:
-        if kind != "host":
-            continue
+    for op in program.host_operators():
         reason = _host_reason(op)
-        for desc in _describe_op(sim.model, op):
+        for desc in _describe_op(program.model, op):
             if (desc, reason) not in problems:
                 problems.append((desc, reason))
     return problems
 
 
-def check_exportable(sim):
+def check_exportable(program):
     """Raise `ExportError` naming every object that needs Python at run time."""
-    problems = unexportable(sim)
+    problems = unexportable(program)
     if problems:
         listed = "; ".join(f"{desc} ({reason})" for desc, reason in problems)
         raise ExportError(
@@ -374,37 +364,37 @@ def _describe_op(model, op, stable=False):
 # -- building the model ------------------------------------------------------------------------
 
 
-def build_model(sim, steps=None, fixed=None, opset=MAX_OPSET):
-    """The export ``(onnx.ModelProto, ExportInfo)`` of ``sim`` (nothing is written)."""
+def build_model(program, steps=None, fixed=None, opset=MAX_OPSET):
+    """The export ``(onnx.ModelProto, ExportInfo)`` of ``program`` (nothing is written)."""
     steps, fixed = check_form(steps, fixed)
-    B = sim.runtime.B
+    B = program.minibatch_size
     if fixed is not None:
         # all N steps unrolled where that is no bigger than the simulator's block,
         # else blocks of K steps (K divides N) scanned N / K times
-        K = fixed if fixed <= sim.unroll else math.gcd(fixed, sim.unroll)
+        K = fixed if fixed <= program.unroll else math.gcd(fixed, program.unroll)
     else:
-        K = steps or sim.unroll
-    block = sim.runtime.block(K)[0]
-    names = _Names(sim, block)
+        K = steps or program.unroll
+    block = program.block(K)[0]
+    names = _Names(program, block)
     if fixed is None:
-        model = _streaming(sim, block, names)
+        model = _streaming(program, block, names)
     elif K == fixed:
-        model = _fixed_unrolled(sim, block, names)
+        model = _fixed_unrolled(program, block, names)
     else:
-        model = _fixed_scan(sim, block, names, fixed)
+        model = _fixed_scan(program, block, names, fixed)
     n_steps = fixed or K
     info = ExportInfo(
         path="", form="fixed" if fixed else "streaming", steps=n_steps, block_steps=K,
-        minibatch_size=B, dt=float(sim.dt), opset=opset,
+        minibatch_size=B, dt=float(program.dt), opset=opset,
         inputs=names.input_specs(n_steps), outputs=names.output_specs(n_steps),
         states=names.state_specs() if fixed is None else [],
-        operators_built=_built_count(sim), operators=sim.graph.number_of_nodes(),
+        operators_built=program.n_built_operators, operators=program.graph.number_of_nodes(),
         onnx_nodes=0, parameters=0, initializers=0,
     )
-    info.metadata = _metadata(sim, info)
-    model.graph.name = _graph_name(sim)
+    info.metadata = _metadata(program, info)
+    model.graph.name = _graph_name(program)
     model.doc_string = (f"Nengo network {info.metadata['network']} exported by nengo-onnx "
-                        f"({info.form}, {n_steps} steps per call, dt={sim.dt:g})")
+                        f"({info.form}, {n_steps} steps per call, dt={program.dt:g})")
     del model.metadata_props[:]
     for key, value in info.metadata.items():
         entry = model.metadata_props.add()
@@ -423,32 +413,23 @@ def build_model(sim, steps=None, fixed=None, opset=MAX_OPSET):
     return model, info
 
 
-def _built_count(sim):
-    count = getattr(sim, "n_built_operators", None)
-    if count is None:
-        count = getattr(sim.model, "n_built", None) or None
-    if count is None and not sim.optimize:
-        count = len(sim.model.operators)
-    return count
-
-
-def _graph_name(sim):
-    label = getattr(sim.network, "label", None)
+def _graph_name(program):
+    label = getattr(program.network, "label", None)
     return label or "nengo_network"
 
 
 class _Names:
     """The exported model's names for the block's inputs, outputs and states."""
 
-    def __init__(self, sim, block):
-        self.sim, self.block = sim, block
-        feeds = sim.runtime.feeder.feeds
-        node_keys = list(sim._input_names.values())
+    def __init__(self, program, block):
+        self.program, self.block = program, block
+        feeds = program.feeds
+        node_keys = list(program.inputs.values())
         keys = list(block.step_inputs)
         keys.sort(key=lambda k: (0, node_keys.index(k)) if k in node_keys
                   else (1, 0) if k in feeds else (2, 0))
-        state_names = _state_names(sim, [base for base, _ in block.state_inputs])
-        self.inputs = _unique({key: _clean(key) for key in keys})
+        state_names = {base: program.names.signal(base) for base, _ in block.state_inputs}
+        self.inputs = _unique({key: _export_name(key) for key in keys})
         self.states = sorted(((base, in_name, state_names[base])
                               for base, in_name in block.state_inputs), key=lambda s: s[2])
         self.state_out = {base: out for base, _, out in block.state}
@@ -456,14 +437,15 @@ class _Names:
         taken.update(STATE_IN + n for n in state_names.values())
         taken.update(STATE_OUT + n for n in state_names.values())
         self.outputs = {}
-        for key, out_name, _ in block.probes:
-            name, i = key, 0
+        for out_name, _ in block.probes:
+            base_name = _export_name(out_name)
+            name, i = base_name, 0
             while name in taken:
                 i += 1
-                name = f"{key}_{i}"
+                name = f"{base_name}_{i}"
             taken.add(name)
             self.outputs[out_name] = name
-        self.probe_by_key = {key: probe for probe, key in sim._probe_keys.items()}
+        self.probe_by_key = {key: probe for probe, key in program.probes.items()}
 
     def mapping(self, with_states=True):
         """``{block name: exported name}`` for the block's interface."""
@@ -477,8 +459,8 @@ class _Names:
         return {k: v for k, v in mapping.items() if k != v}
 
     def input_specs(self, n_steps):
-        B, sim = self.sim.runtime.B, self.sim
-        feeds = sim.runtime.feeder.feeds
+        B, program = self.program.minibatch_size, self.program
+        feeds = program.feeds
         specs = []
         for key, name in self.inputs.items():
             shape, dtype = self.block.step_inputs[key]
@@ -492,23 +474,23 @@ class _Names:
                     if is_array_like(node.output):
                         spec["default"] = np.asarray(node.output, float).ravel().tolist()
                 else:
-                    desc = _describe_op(sim.model, source, stable=True)
+                    desc = _describe_op(program.model, source, stable=True)
                     spec.update(kind="feed", label=None, object=", ".join(desc))
-            elif key.startswith(RANDOM_PREFIX):
-                spec.update(kind="random", label=None, object=key[len(RANDOM_PREFIX):])
+            elif port_kind(key) == "rand":
+                spec.update(kind="random", label=None, object=port_object(key))
             else:
                 spec.update(kind="other", label=None, object=key)
             specs.append(spec)
         return specs
 
     def output_specs(self, n_steps):
-        B, sim = self.sim.runtime.B, self.sim
+        B, program = self.program.minibatch_size, self.program
         dtypes = {o.name: o for o in self.block.model.graph.output}
         specs = []
-        for key, out_name, shape in self.block.probes:
-            probe = self.probe_by_key[key]
+        for out_name, shape in self.block.probes:
+            probe = self.probe_by_key[out_name]
             elem = dtypes[out_name].type.tensor_type.elem_type
-            period = None if probe.sample_every is None else probe.sample_every / sim.dt
+            period = None if probe.sample_every is None else probe.sample_every / program.dt
             specs.append({
                 "name": self.outputs.get(out_name, out_name), "shape": list(shape),
                 "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name,
@@ -519,10 +501,10 @@ class _Names:
         return specs
 
     def state_specs(self):
-        signals, dtype = self.sim.signals, self.sim.dtype
+        signals, dtype = self.program.signals, self.program.dtype
         specs = []
         for base, _, name in self.states:
-            shape = ((self.sim.runtime.B,) if signals.batched(base) else ()) + base.shape
+            shape = ((self.program.minibatch_size,) if signals.batched(base) else ()) + base.shape
             specs.append({
                 "name": STATE_IN + name, "output": STATE_OUT + name, "signal": name,
                 "shape": list(shape), "dtype": signals.dtype_of(base, dtype).name,
@@ -532,9 +514,9 @@ class _Names:
         return specs
 
     def initial(self, base, tiled=False):
-        value = self.sim.signals.initial_value(base, self.sim.dtype)
-        if tiled and self.sim.signals.batched(base):
-            value = np.broadcast_to(value, (self.sim.runtime.B, *value.shape))
+        value = self.program.signals.initial_value(base, self.program.dtype)
+        if tiled and self.program.signals.batched(base):
+            value = np.broadcast_to(value, (self.program.minibatch_size, *value.shape))
         return np.array(value)  # (not ascontiguousarray: that makes 0-d arrays 1-d)
 
 
@@ -544,10 +526,10 @@ def _node_source(node):
     return "function" if callable(node.output) else "constant"
 
 
-def _clean(name):
-    """``name`` without the memory addresses of unlabelled objects (``_at_0x...``)."""
-    name = re.sub(r"_at_0x[0-9a-f]+", "", name)
-    return _ADDRESS.sub("signal", name)
+def _export_name(port):
+    """The exported name of a port: input Nodes and probes by their object's name,
+    time-only inputs and random numbers by their full port name."""
+    return port_object(port) if port_kind(port) in ("input", "probe") else port
 
 
 def _unique(names):
@@ -563,38 +545,15 @@ def _unique(names):
     return out
 
 
-def _state_names(sim, bases):
-    """Plan names, with address-based ones replaced by names stable across runs."""
-    names = _unique({base: re.sub(r"_at_0x[0-9a-f]+", "", sim.signals.name(base))
-                     for base in bases})
-    odd = [base for base in bases if _ADDRESS.search(names[base])]
-    if not odd:
-        return names
-    order = {}
-    for i, op in enumerate(step_order(sim.graph)):
-        for j, sig in enumerate(op.sets + op.incs + op.updates):
-            order.setdefault(sig.base, (i, j, type(op).__name__))
-    taken = set(names.values())
-    odd.sort(key=lambda b: order.get(b, (len(order), 0, "")))
-    for base in odd:
-        kind = order.get(base, (0, 0, "signal"))[2].lower()
-        n = 0
-        while f"{kind}_{n}" in taken:
-            n += 1
-        names[base] = f"{kind}_{n}"
-        taken.add(names[base])
-    return names
-
-
-def _metadata(sim, info):
+def _metadata(program, info):
     from nengo_onnx import __version__
 
     doc = {
         "format": info.form, "dt": info.dt, "steps": info.steps, "K": info.block_steps,
-        "minibatch_size": info.minibatch_size, "dtype": np.dtype(sim.dtype).name,
+        "minibatch_size": info.minibatch_size, "dtype": np.dtype(program.dtype).name,
         "opset": info.opset, "nengo_version": nengo.__version__,
         "nengo_onnx_version": __version__,
-        "network": _AT_ADDRESS.sub("", str(sim.network)),
+        "network": _AT_ADDRESS.sub("", str(program.network)),
         "initial_state": "zeros" if info.form == "streaming" else "built in",
     }
     meta = {k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in doc.items()}
@@ -611,12 +570,12 @@ def _copy(model):
     return out
 
 
-def _streaming(sim, block, names):
+def _streaming(program, block, names):
     """The block with renamed interface, zero-means-initial states, ordered ports."""
     model = _copy(block.model)
     graph = model.graph
     rename_values(graph, names.mapping())
-    step_base = sim.model.step.base
+    step_base = program.model.step.base
     nonzero = [(base, STATE_IN + name) for base, _, name in names.states
                if np.any(names.initial(base))]
     if nonzero:
@@ -680,7 +639,7 @@ def _copy_value(v):
     return out
 
 
-def _fixed_unrolled(sim, block, names):
+def _fixed_unrolled(program, block, names):
     """All ``N`` steps unrolled; the state inputs become constants (initial values)."""
     model = _copy(block.model)
     graph = model.graph
@@ -704,9 +663,9 @@ def _set_list(field_, values):
     field_.extend(values)
 
 
-def _fixed_scan(sim, block, names, n_steps):
+def _fixed_scan(program, block, names, n_steps):
     """An ONNX ``Scan`` of the ``K``-step block over ``N / K`` iterations."""
-    K, B = block.n_steps, sim.runtime.B
+    K, B = block.n_steps, program.minibatch_size
     if not block.probes:
         raise ExportError("cannot export a fixed-length model of a network without probes: "
                           "it would have no outputs")
@@ -722,7 +681,7 @@ def _fixed_scan(sim, block, names, n_steps):
     body_in = [f"block/{in_name}" for _, in_name, _ in names.states]
     body_in += [f"block/{key}" for key in inputs]
     body_out = [f"block/{names.state_out[base]}" for base, _, _ in names.states]
-    body_out += [f"block/{out_name}" for _, out_name, _ in block.probes]
+    body_out += [f"block/{out_name}" for out_name, _ in block.probes]
 
     outer_inputs, nodes, inits = [], [], []
     scan_in, axes = [], []
@@ -770,13 +729,13 @@ def _fixed_scan(sim, block, names, n_steps):
         initial.append(f"initial/pad_{i}")
         final.append(f"final/pad_{i}")
     _order_ports(body, body_in, [], body_out, [])
-    scanned = [f"scan_out/{names.outputs[out_name]}" for _, out_name, _ in block.probes]
+    scanned = [f"scan_out/{names.outputs[out_name]}" for out_name, _ in block.probes]
     nodes.append(helper.make_node(
         "Scan", initial + scan_in, final + scanned, name="scan", body=body,
         num_scan_inputs=len(scan_in), scan_input_axes=axes,
         scan_output_axes=[0] * len(scanned)))
     outputs = []
-    for (key, out_name, shape), src in zip(block.probes, scanned):
+    for (out_name, shape), src in zip(block.probes, scanned):
         name = names.outputs[out_name]
         inits.append(numpy_helper.from_array(np.array([B, n_steps, *shape], np.int64),
                                              f"scan/{name}.out_shape"))
@@ -979,43 +938,27 @@ def _split_sizes(graph, node, shapes):
 # -- the network's own input values -----------------------------------------------------------
 
 
-def input_values(sim, n_steps, info=None):
-    """``{input name: [B, n_steps, *shape]}``: what ``sim`` feeds its inputs (from reset).
+def input_values(program, n_steps, seed=None):
+    """``{input name: [B, n_steps, *shape]}``: what ``program`` feeds its inputs (from reset).
 
     Input Nodes and time-only processes are computed with Nengo's own step
     functions (as the simulator does); ``rand.*`` inputs get uniform random numbers.
+    ``seed`` is the simulation seed (a Simulator's ``seed``).
     """
-    from nengo_onnx.runtime.host import TimeFeeder  # noqa: PLC0415
-
-    B = sim.runtime.B
-    block = sim.runtime.block(sim.unroll)[0] if sim.runtime.unrolled else None
+    block = program.block(program.unroll)[0] if program.unrolled else None
     if block is None:
         raise ExportError("cannot compute inputs of a network that runs Python operators")
-    names = _Names(sim, block)
-    rng = np.random.RandomState(sim.seed)
-    feeder = TimeFeeder(sim.runtime.feeder.feeds, sim.model, sim.dt)
-    feeder.reset(rng)
-    noise = np.random.RandomState(rng.randint(2**31 - 1))
-    keys = [k for k in names.inputs if k in feeder.feeds]
-    computed = feeder.all_values(keys, 0, n_steps) if n_steps > 0 else {}
-    values = {}
-    for key, name in names.inputs.items():
-        shape, dtype = block.step_inputs[key]
-        if key in computed:
-            value = np.broadcast_to(computed[key][None], (B, n_steps, *shape))
-        elif key.startswith(RANDOM_PREFIX):
-            value = noise.random_sample((B, n_steps, *shape))
-        else:  # pragma: no cover
-            value = np.zeros((B, n_steps, *shape))
-        values[name] = np.ascontiguousarray(value, dtype=dtype)
-    return values
+    names = _Names(program, block)
+    feeder = InputFeeder(program, seed)
+    feeds = feeder(block.step_inputs, 0, n_steps)
+    return {name: feeds[key] for key, name in names.inputs.items()}
 
 
-def write_inputs(sim, path, n_steps, info=None):
+def write_inputs(program, path, n_steps, seed=None):
     """Write `input_values` to ``path`` (``.npz``, keyed by input name), atomically."""
     import io  # noqa: PLC0415
 
-    values = input_values(sim, n_steps, info)
+    values = input_values(program, n_steps, seed)
     buffer = io.BytesIO()
     np.savez(buffer, **values)
     atomic_write(os.fspath(path), buffer.getvalue())

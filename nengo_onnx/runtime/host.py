@@ -9,18 +9,13 @@ import numpy as np
 from nengo.builder.signal import SignalDict
 from nengo.exceptions import SimulationError
 
-from nengo_onnx.compiler.signals import view_indices
+from nengo_onnx.compiler.signals import dense, view_indices
 
 
-def sim_time(step, dt, dtype=np.float64):
-    """``step * dt`` rounded to ``dtype``, as a Python float.
-
-    Time-only inputs are computed at the exact (float64) time, like nengo's; the
-    Python functions of the network's signals get the time rounded to the
-    simulation dtype, like the signals they read (so ``Node(lambda t: t)`` fed
-    into a function gives exactly that function's ``t``).
-    """
-    return float(np.dtype(dtype).type(step * dt))
+def sim_time(step, dt):
+    """``step * dt`` in float64, as a Python float: the ``t`` that nengo.Simulator
+    gives Python functions (time-only inputs and functions of signals alike)."""
+    return float(np.float64(step) * np.float64(dt))
 
 
 class TimeFeeder:
@@ -78,11 +73,12 @@ class HostOp:
     over their arrays and may keep state of their own.
     """
 
-    def __init__(self, op, signals, minibatch_size, dt, rng, dtype=np.float64):
+    def __init__(self, op, program, minibatch_size, rng):
         self.op = op
-        self.plan = signals
-        self.dt = dt
-        self.dtype = dtype
+        self.plan = program.signals
+        self.params = program.params
+        self.time_base = program.model.time.base
+        dt = self.dt = program.dt
         bases = []
         for sig in op.all_signals:
             if sig.base not in bases:
@@ -108,18 +104,16 @@ class HostOp:
         """Copy trained or loaded parameter values into the Python-side signals."""
         for sd, _ in self.items:
             for base in self.bases:
-                if base in self.plan.values:
-                    dict.__getitem__(sd, base)[...] = self.plan.values[base]
+                if base in self.params:
+                    dict.__getitem__(sd, base)[...] = self.params.value(base)
         return self
 
     def __call__(self, store, step_number):
-        time_base = self.plan.model.time.base
         for b, (sd, step) in enumerate(self.items):
             for base in self.bases:
-                if base is time_base:
-                    # exact in the simulation dtype (the graph's Cast(step) * dt may
-                    # differ from it in the last bit)
-                    dict.__getitem__(sd, base)[...] = sim_time(step_number, self.dt, self.dtype)
+                if base is self.time_base:
+                    # nengo's exact float64 time (the graph's float32 time is rounded)
+                    dict.__getitem__(sd, base)[...] = sim_time(step_number, self.dt)
                 elif base in store:
                     value = store[base][b] if self.plan.batched(base) else store[base]
                     dict.__getitem__(sd, base)[...] = value
@@ -144,9 +138,7 @@ def read_signal(store, signals, sig, minibatch_size, initial=None):
         if not signals.batched(base):
             value = np.broadcast_to(value, (minibatch_size, *base.shape))
     else:
-        value = np.asarray(base.initial_value) if initial is None else initial(base)
-        if hasattr(value, "toarray"):
-            value = value.toarray()
+        value = dense(base.initial_value) if initial is None else initial(base)
         value = np.broadcast_to(value, (minibatch_size, *base.shape))
     if sig is base:
         return np.array(value)

@@ -19,34 +19,19 @@ from onnx import TensorProto, helper, numpy_helper
 
 from nengo_onnx import ort_setup as _ort
 from nengo_onnx.compiler import trainable
-from nengo_onnx.compiler.block import emit_block
-from nengo_onnx.config import get_setting
 from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET, GraphBuilder
-from nengo_onnx.training.ort_fixes import check_differentiable, prepare_for_gradients, reachable_initializers
-from nengo_onnx.passes.unroll import unroll, unrolled_order
-from nengo_onnx.compiler.signals import sanitize
 from nengo_onnx.training.cleanup import simplify
+from nengo_onnx.training.ort_fixes import (
+    check_differentiable,
+    prepare_for_gradients,
+    reachable_initializers,
+)
 
+#: The training graph's input that scales the objectives (a window's share of the steps).
+LOSS_SCALE = "loss.scale"
 #: Training graphs kept per simulator (each holds an onnxruntime Module).
 MAX_CACHED = 8
 
-
-
-def _settings(sim):
-    return {key: get_setting(sim.network, key)
-            for key in ("lif_smoothing", "spiking_gradient")}
-
-
-def _forward_block(sim, n_steps, probes):
-    runtime = sim.runtime
-    ops = runtime.segments[0][1] if runtime.segments else []
-    sub = runtime.graph.subgraph(ops)
-    steps = list(unrolled_order(unroll(sub, n_steps)))
-    return emit_block(
-        steps, sim.signals, n_steps=n_steps, minibatch_size=runtime.B, dtype=np.float32,
-        dt=sim.dt, probes=[(sim._probe_keys[p], sim.model.sig[p]["in"]) for p in probes],
-        training=True, settings=_settings(sim),
-    )
 
 
 def _names_in(model):
@@ -88,11 +73,11 @@ def _emit_term(g, term, index, outputs, targets, shapes):
     return inline(g, model, mapping, prefix=f"objective{index}.")
 
 
-def add_loss(model, block, terms, probe_keys, batch, param_names=()):
+def add_loss(model, block, terms, names, batch, param_names=()):
     """Add the objectives' loss nodes to ``model``.
 
     New inputs: ``target.<probe>`` ``[B, K, size]`` per probe with targets and
-    ``loss_scale`` (a scalar multiplying the non-``None`` objectives). New
+    ``loss.scale`` (a scalar multiplying the non-``None`` objectives). New
     outputs, first: ``train_loss`` (what is differentiated) and ``loss`` (the
     reported loss, without the ``None`` objectives); then the state outputs
     (probe outputs are dropped). Every name in ``param_names`` that the loss does
@@ -102,25 +87,25 @@ def add_loss(model, block, terms, probe_keys, batch, param_names=()):
     """
     graph = model.graph
     g = GraphBuilder(name="loss", opset=DEFAULT_OPSET)
-    g._used = _names_in(model)
-    probe_out = {key: out for key, out, _ in block.probes}
+    g.reserve(_names_in(model))
     B, K = batch, block.n_steps
+    probe_shapes = dict(block.probes)  # {probe output name: shape}
     shapes = {}
-    for probe, key in probe_keys.items():
-        shapes[probe] = next(shape for k, _, shape in block.probes if k == key)
+    for term in terms:
+        for probe in term.probes:
+            shapes[probe] = probe_shapes[names.probe(probe)]
     target_inputs = {}
     for term in terms:
         if not term.takes_targets:
             continue
         for probe in term.probes:
             if probe not in target_inputs:
-                name = g.unique(f"target.{sanitize(probe_keys[probe])}")
-                g.input(name, np.float32, [B, K, *shapes[probe]])
+                name = g.input(names.target(probe), np.float32, [B, K, *shapes[probe]])
                 target_inputs[probe] = name
-    scale = g.input(g.unique("loss_scale"), np.float32, [])
+    scale = g.input(LOSS_SCALE, np.float32, [])
     train_parts, report_parts = [], []
     for i, term in enumerate(terms):
-        outputs = [probe_out[probe_keys[p]] for p in term.probes]
+        outputs = [names.probe(p) for p in term.probes]
         targets = [target_inputs[p] for p in term.probes] if term.takes_targets else None
         term_shapes = [[B, K, *shapes[p]] for p in term.probes]
         value = _emit_term(g, term, i, outputs, targets, term_shapes)
@@ -171,7 +156,7 @@ def _reach_params(model, param_names):
     if not unreached:
         return
     g = GraphBuilder(name="reach", opset=DEFAULT_OPSET)
-    g._used = _names_in(model)
+    g.reserve(_names_in(model))
     last = next(node for node in graph.node if graph.output[0].name in node.output)
     sums = [g.node("ReduceSum", [name], keepdims=0) for name in unreached]
     zero = g.node("Mul", [_chain_add(g, sums), g.const(np.float32(0.0))])
@@ -205,53 +190,35 @@ class Compiled:
         return self.session.run(None, feeds)
 
 
-class TrainingState:
-    """What a simulator keeps between `train` calls (compiled graphs, parameters)."""
-
-    def __init__(self):
-        self.compiled = {}  # key -> Compiled
-        self.rng = None
-        self.summary_calls = 0
-        self.summary_step = 0
-        self.run_dir = None
-
-
-def _training_state(sim):
-    state = getattr(sim, "_nengo_onnx_training", None)
-    if state is None:
-        state = TrainingState()
-        sim._nengo_onnx_training = state
-    return state
-
-
 def _objective_key(terms):
     return tuple((term.probes, term.fn, term.tuple_key) for term in terms)
 
 
-def compile_window(sim, n_steps, terms, param_names, session_options=None, cache=True,
+def compile_window(program, n_steps, terms, param_names, session_options=None, cache=True,
                    keep_state=True):
-    """The `Compiled` graph of ``n_steps`` for ``terms`` (cached on ``sim``).
+    """The `Compiled` graph of ``n_steps`` for ``terms`` (cached in ``program``).
 
     ``keep_state=False`` leaves out the final-state outputs (a single window needs
     none; copying them out costs more than the training step of a small network).
     """
-    tstate = _training_state(sim)
+    cached = program.training_graphs
     # values of the parameters not trained here are constants in the graph
     names = set(param_names)
-    baked = tuple(sorted((sim.signals.name(base), id(value))
-                         for base, value in sim.signals.values.items()
-                         if sim.signals.name(base) not in names))
+    store = program.params
+    baked = tuple(sorted((program.names.signal(base), id(store.value(base)))
+                         for base in store.changed_bases()
+                         if program.names.signal(base) not in names))
     key = (n_steps, _objective_key(terms), tuple(param_names), baked, keep_state)
-    if cache and key in tstate.compiled:
-        return tstate.compiled[key]
+    if cache and key in cached:
+        return cached[key]
     probes = []
     for term in terms:
         probes.extend(p for p in term.probes if p not in probes)
-    probe_keys = {p: sim._probe_keys[p] for p in probes}
-    block = _forward_block(sim, n_steps, probes)
+    block = program.emit(n_steps, probes, training=True)
     model = block.model
-    _add_missing_params(sim, model, param_names)
-    targets = add_loss(model, block, terms, probe_keys, sim.runtime.B, param_names)
+    _add_missing_params(program, model, param_names)
+    targets = add_loss(model, block, terms, program.names, program.minibatch_size,
+                       param_names)
     if not keep_state:
         del model.graph.output[2:]
     simplify(model, param_names)
@@ -259,40 +226,37 @@ def compile_window(sim, n_steps, terms, param_names, session_options=None, cache
     prepare_for_gradients(model, param_names)
     check_differentiable(model, param_names, terms)
     input_names = [i.name for i in model.graph.input]
-    scale_name = next(n for n in input_names if n.startswith("loss_scale"))
+    scale_name = LOSS_SCALE
     compiled = Compiled(n_steps, block.state, block.step_inputs, targets, scale_name,
                         input_names)
     if not param_names:
         compiled.session = _ort.inference_session(model.SerializeToString(),
-                                                  threads=sim.runtime.threads)
+                                                  threads=program.threads)
     else:
         compiled.module, compiled.checkpoint = _build_module(
-            sim, model, tuple(param_names), session_options, terms)
+            program, model, tuple(param_names), session_options, terms)
         compiled.params = tuple(param_names)
         compiled.input_names = list(compiled.module.input_names())
     if cache:
-        while len(tstate.compiled) >= MAX_CACHED:  # e.g. a new lambda objective per call
-            tstate.compiled.pop(next(iter(tstate.compiled)))
-        tstate.compiled[key] = compiled
+        while len(cached) >= MAX_CACHED:  # e.g. a new lambda objective per call
+            cached.pop(next(iter(cached)))
+        cached[key] = compiled
     return compiled
 
 
-def _add_missing_params(sim, model, param_names):
+def _add_missing_params(program, model, param_names):
     """Give ``model`` an initializer for every parameter it does not use (a pass may
     have removed its reader), so that all graphs share one set of parameters."""
     present = {init.name for init in model.graph.initializer}
-    by_name = {sim.signals.name(base): base for base in _static_bases(sim)}
+    bases = [p.signal(program.model).base for p in trainable.all_params(program)]
+    by_name = {program.names.signal(base): base for base in bases}
     for name in param_names:
         if name not in present:
-            value = sim.signals.initial_value(by_name[name], np.float32)
+            value = program.signals.initial_value(by_name[name], np.float32)
             model.graph.initializer.append(numpy_helper.from_array(value, name))
 
 
-def _static_bases(sim):
-    return [p.signal(sim.model).base for p in trainable.all_params(sim.model, sim.network)]
-
-
-def _build_module(sim, model, names, session_options, terms):
+def _build_module(program, model, names, session_options, terms):
     ort_training = _ort.import_training()
     tmp = tempfile.mkdtemp(prefix="nengo_onnx_train_")
     try:
@@ -310,7 +274,7 @@ def _build_module(sim, model, names, session_options, terms):
         # accumulate into buffers that ``state.parameters[...].grad`` no longer shows
         state = ort_training.api.CheckpointState.load_checkpoint(
             os.path.join(tmp, "checkpoint"))
-        so = session_options or _ort.session_options(threads=sim.runtime.threads)
+        so = session_options or _ort.session_options(threads=program.threads)
         try:
             module = ort_training.api.Module(os.path.join(tmp, "training_model.onnx"), state,
                                              session_options=so)

@@ -103,13 +103,13 @@ def inline(g, model, inputs, prefix):
         original = inp.name[len(prefix):]
         g.nodes.append(helper.make_node("Identity", [inputs[original]], [inp.name],
                                         name=g.unique(f"n_{inp.name}")))
-        g._used.add(inp.name)
+        g.claim(inp.name)
     for init in graph.initializer:
+        g.claim(init.name)
         g.initializers[init.name] = init
-        g._used.add(init.name)
     for node in graph.node:
+        g.reserve(node.output)
         g.nodes.append(node)
-        g._used.update(node.output)
     for fn in model.functions:
         g.functions.append(fn)
     for opset in model.opset_import:

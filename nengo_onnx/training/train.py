@@ -17,9 +17,10 @@ How training works (NengoDL's semantics, on onnxruntime-training):
    so that for the mean-type objectives the sum over windows is the objective of
    the whole sequence.
 3. The optimizer (`nengo_onnx.optimizers`) updates the parameters in place, in
-   onnxruntime's own buffers. At the end, the trained values are written back
-   into the simulator (``sim.signals.values``), so that ``sim.data``, ``run``,
-   probes, `save_params` and `freeze_params` see them.
+   onnxruntime's own buffers. After every minibatch, the trained values are
+   written into the program's parameter store, so that ``sim.data``, ``run``,
+   probes, `save_params` and `freeze_params` see them (also after an
+   interrupted call: see `train`).
 
 ``sim.loss`` runs the network exactly as ``run`` does (spiking neurons spike),
 from the initial state, on each minibatch, and evaluates the objectives with
@@ -43,24 +44,16 @@ from nengo.ensemble import Neurons
 from nengo.exceptions import SimulationError, ValidationError
 from nengo.utils.progress import Progress, ProgressTracker
 
-from nengo_onnx import ort_setup as _ort
+from nengo_onnx import ort_setup
 from nengo_onnx.compiler import trainable
+from nengo_onnx.compiler.params import describe, param_groups
+from nengo_onnx.files import write_atomically
 from nengo_onnx.objectives import mse, objective_name, takes_targets
 from nengo_onnx.optimizers import Optimizer
-from nengo_onnx.compiler.params import (  # noqa: F401  (the Simulator's methods come from here)
-    ParamsMismatchError,
-    write_atomically,
-    _check_open,
-    _describe,
-    freeze_params,
-    load_params,
-    param_groups,
-    refresh,
-    save_params,
-    update_built_params,
-)
-from nengo_onnx.runtime.runtime import RANDOM_PREFIX, Runtime
-from nengo_onnx.training.graph import _training_state, compile_window
+from nengo_onnx.runtime.feeds import InputFeeder
+from nengo_onnx.runtime.runtime import Runtime
+from nengo_onnx.training.graph import compile_window
+from nengo_onnx.training.summaries import EventWriter, next_run_dir
 
 #: File name written by ``train(..., profile=True)`` (in the working directory).
 PROFILE_FILE = "nengo_onnx_profile.json"
@@ -119,7 +112,7 @@ def validate_data(sim, data, objective=None):
                     f"{obj} is not a probe of this simulator's network", attr="data", obj=sim)
             expected, what = obj.size_in, "probe.size_in"
         elif isinstance(obj, nengo.Node):
-            if obj not in sim._input_names:
+            if obj not in sim.program.inputs:
                 if sim.network is not None and obj in sim.network.all_nodes:
                     raise ValidationError(
                         f"{obj} is not an input Node (it has size_in={obj.size_in}); data "
@@ -129,7 +122,7 @@ def validate_data(sim, data, objective=None):
             expected, what = obj.size_out, "node.size_out"
         else:
             raise ValidationError(
-                f"data keys must be input Nodes or Probes (got {_describe(obj)})",
+                f"data keys must be input Nodes or Probes (got {describe(obj)})",
                 attr="data", obj=sim)
         arr = np.asarray(value)
         if arr.dtype.kind not in "fiub":
@@ -147,7 +140,7 @@ def validate_data(sim, data, objective=None):
         if isinstance(obj, nengo.Probe):
             targets[obj] = arr
         else:
-            inputs[sim._input_names[obj]] = arr
+            inputs[sim.program.inputs[obj]] = arr
 
     (first, (n_inputs, n_steps)), *rest = sizes.items()
     for obj, (n, k) in rest:
@@ -196,7 +189,7 @@ def _terms(sim, objective, targets):
             if not isinstance(probe, nengo.Probe) or probe not in probes:
                 raise ValidationError(
                     f"objective keys must be probes of this simulator's network (or tuples "
-                    f"of them); got {_describe(probe)}", attr="objective", obj=sim)
+                    f"of them); got {describe(probe)}", attr="objective", obj=sim)
         if fn is not None and not callable(fn):
             raise ValidationError(
                 f"the objective for {key} must be a function or None (got {fn!r})",
@@ -241,13 +234,18 @@ def numpy_loss(terms, outputs, targets):
     return total
 
 
-# -- the training graph ------------------------------------------------------------------------
-
-
-# -- parameters in the simulator ---------------------------------------------------------------
-
-
 # -- train -------------------------------------------------------------------------------------
+
+
+class TrainingState:
+    """What a simulator keeps between `train` calls: the shuffling and noise stream,
+    and where its summaries go."""
+
+    def __init__(self):
+        self.rng = None
+        self.summary_calls = 0
+        self.summary_step = 0
+        self.run_dir = None
 
 
 def _check_count(name, value, allow_none=False):
@@ -259,49 +257,27 @@ def _check_count(name, value, allow_none=False):
 
 
 def _initial_state(sim, compiled):
-    batch = sim.runtime.B
-    state = {}
-    for base, in_name, _ in compiled.state:
-        value = sim.signals.initial_value(base, np.float32)
-        if sim.signals.batched(base):
-            value = np.broadcast_to(value, (batch, *value.shape))
-        state[in_name] = np.array(value)
-    return state
+    """The training graph's state inputs at step 0, from the program's initial state."""
+    state = Runtime(sim.program).initial_state(np.float32)
+    return {in_name: state[base] for base, in_name, _ in compiled.state}
 
 
-class _Feeder:
-    """The per-step inputs of a training window: data, time-only values, noise."""
+def _window_feeds(feeder, data, compiled, idx, start, n):
+    """The inputs of one training window: the step inputs, targets and loss scale."""
+    feeds = feeder(compiled.step_inputs, start, n, data.inputs, rows=idx, batch=len(idx))
+    for probe, name in compiled.targets.items():
+        feeds[name] = np.ascontiguousarray(data.targets[probe][idx, start:start + n],
+                                           dtype=np.float32)
+    feeds[compiled.scale_name] = np.array(n / data.n_steps, dtype=np.float32)
+    return feeds
 
-    def __init__(self, sim, data, rng):
-        from nengo_onnx.runtime.host import TimeFeeder  # noqa: PLC0415
 
-        self.sim, self.data, self.rng = sim, data, rng
-        feeds = sim.graph.graph.get("feeds", {})
-        feeder = TimeFeeder(feeds, sim.model, sim.dt)
-        feeder.reset(np.random.RandomState(sim.seed))
-        keys = [k for k in feeds if k not in data.inputs]
-        self.computed = {k: v.astype(np.float32) for k, v in
-                         feeder.all_values(keys, 0, data.n_steps).items()}
-
-    def __call__(self, compiled, idx, start, n):
-        batch = len(idx)
-        feeds = {}
-        for key, (shape, dtype) in compiled.step_inputs.items():
-            if key in self.data.inputs:
-                value = self.data.inputs[key][idx, start:start + n]
-            elif key in self.computed:
-                value = np.broadcast_to(self.computed[key][start:start + n][None],
-                                        (batch, n, *shape))
-            elif key.startswith(RANDOM_PREFIX):
-                value = self.rng.random_sample((batch, n, *shape))
-            else:
-                raise SimulationError(f"no value for the training graph's input {key!r}")
-            feeds[key] = np.ascontiguousarray(value, dtype=dtype)
-        for probe, name in compiled.targets.items():
-            feeds[name] = np.ascontiguousarray(self.data.targets[probe][idx, start:start + n],
-                                               dtype=np.float32)
-        feeds[compiled.scale_name] = np.array(n / self.data.n_steps, dtype=np.float32)
-        return feeds
+def training_feeder(sim, data, noise_rng):
+    """The `InputFeeder` of a training call: time-only values as a run from step 0 sees
+    them (computed once), random numbers from ``noise_rng``."""
+    feeder = InputFeeder(sim.program, sim.seed, noise_rng)
+    feeder.precompute(data.n_steps, skip=data.inputs)
+    return feeder
 
 
 def _windows(n_steps, truncation):
@@ -310,9 +286,8 @@ def _windows(n_steps, truncation):
 
 
 def _check_trainable_network(sim):
-    if not sim.runtime.unrolled:
-        host = [type(op).__name__ for kind, item in sim.runtime.segments if kind == "host"
-                for op in (item if isinstance(item, (list, tuple)) else [item])]
+    if not sim.program.unrolled:
+        host = [type(op).__name__ for op in sim.program.host_operators()]
         raise SimulationError(
             "cannot train this network: some operators have no ONNX form and run in "
             f"Python ({', '.join(sorted(set(host))) or 'host operators'}), so the "
@@ -328,39 +303,12 @@ def _check_optimizer(optimizer):
 
 def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, summaries=None,
           shuffle=True, profile=False):
-    """Optimize the network's parameters to minimize ``objective`` on ``data``.
+    """`Simulator.train` (see there for the parameters).
 
-    Parameters
-    ----------
-    data : dict
-        ``{input Node: (n_inputs, n_steps, node.size_out), Probe: (n_inputs,
-        n_steps, probe.size_in)}``: inputs override Nodes (those without data keep
-        their output); probe entries are targets.
-    optimizer : `nengo_onnx.optimizers.Optimizer`
-        E.g. ``Adam(1e-3)`` or ``SGD(1e-2, momentum=0.9, nesterov=True)``.
-    n_epochs : int
-        Passes through the data.
-    objective : dict, function or None
-        ``{probe or tuple of probes: f}``; ``f(outputs, targets)`` or
-        ``f(outputs)``, or ``None`` (targets are dL/dy). Default: mean squared
-        error on every probe with targets.
-    truncation : int or None
-        Truncated BPTT over windows of this many steps (None: full BPTT).
-    summaries : list
-        ``"loss"``, Connections, Ensembles and Neurons to log to TensorBoard
-        (needs ``Simulator(..., tensorboard=dir)``).
-    shuffle : bool
-        Shuffle the inputs into new minibatches each epoch (seeded by ``sim.seed``).
-    profile : bool or str
-        Write onnxruntime's profile (Chrome trace JSON) to ``nengo_onnx_profile.json``
-        or to the given file name.
-
-    Returns
-    -------
-    dict
-        ``{"loss": [mean loss of each epoch]}``.
+    If the call is interrupted (Ctrl-C, an error, a non-finite loss), the work
+    done is kept: the parameters and the optimizer's state are both as after the
+    last completed minibatch.
     """
-    _check_open(sim)
     _check_optimizer(optimizer)
     n_epochs = _check_count("n_epochs", n_epochs)
     truncation = _check_count("truncation", truncation, allow_none=True)
@@ -370,15 +318,15 @@ def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, sum
     data = validate_data(sim, data, objective)
     _check_trainable_network(sim)
     writer, tags = _summary_writer(sim, summaries)
-    groups = param_groups(sim)
+    groups = param_groups(sim.program, trainable.trainable_params(sim.program))
     names = tuple(grp.name for grp in groups)
     windows = _windows(data.n_steps, truncation)
     profile_dir = tempfile.mkdtemp(prefix="nengo_onnx_profile_") if profile else None
-    so = (_ort.session_options(threads=sim.runtime.threads,
-                               profile_prefix=os.path.join(profile_dir, "train"))
+    so = (ort_setup.session_options(threads=sim.program.threads,
+                                    profile_prefix=os.path.join(profile_dir, "train"))
           if profile else None)
     try:
-        compiled = {n: compile_window(sim, n, data.terms, names, session_options=so,
+        compiled = {n: compile_window(sim.program, n, data.terms, names, session_options=so,
                                       cache=not profile, keep_state=len(windows) > 1)
                     for n in sorted({n for _, n in windows})}
         history = _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled,
@@ -390,7 +338,6 @@ def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, sum
         del compiled
         gc.collect()
         _write_profile(profile_dir, PROFILE_FILE if profile is True else os.fspath(profile))
-    refresh(sim, keep_training_graphs=True)
     return history
 
 
@@ -402,17 +349,17 @@ class Parameters:
     BPTT) has its own buffers, brought up to date just before it runs.
     """
 
-    def __init__(self, compiled, primary, groups):
+    def __init__(self, primary, groups):
         self.primary = primary
         state = primary.checkpoint
         self.views = [] if state is None else [(g, state.parameters[g.name]) for g in groups]
         self.version = 0
         self._synced = {}
 
-    def load(self, sim):
-        """Copy the simulator's current values in."""
+    def load(self, program):
+        """Copy the program's current values in."""
         for grp, param in self.views:
-            param.data[...] = sim.signals.initial_value(grp.base, np.float32)
+            param.data[...] = program.signals.initial_value(grp.base, np.float32)
         self.changed()
 
     def changed(self):
@@ -426,78 +373,101 @@ class Parameters:
                 comp.checkpoint.parameters[grp.name].data[...] = param.data
             self._synced[id(comp)] = self.version
 
-    def store(self, sim):
-        """Write the trained values back into the simulator (float64)."""
+    def store(self, program):
+        """Write the trained values into the program's parameter store (float64)."""
         for grp, param in self.views:
             value = np.array(param.data, dtype=np.float64)
             if grp.mask is not None:  # untrained elements keep their exact values
-                value = np.where(grp.mask, value, trainable.base_value(sim.signals, grp.base))
-            sim.signals.values[grp.base] = value
+                value = np.where(grp.mask, value, program.params.value(grp.base))
+            program.params.set(grp.base, value)
 
 
 def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, groups, writer,
                 tags):
-    tstate = _training_state(sim)
+    tstate = sim.training_state
     if tstate.rng is None:
         tstate.rng = np.random.RandomState(sim.seed)
     rng = tstate.rng
-    feeder = _Feeder(sim, data, rng)
+    feeder = training_feeder(sim, data, rng)
     first = compiled[windows[0][1]]
-    parameters = Parameters(compiled, first, groups)
-    parameters.load(sim)  # the simulator's values are the truth between calls
+    parameters = Parameters(first, groups)
+    parameters.load(sim.program)  # the program's values are the truth between calls
     params = parameters.views
     frozen = {grp.name: param.data[~grp.mask].copy() for grp, param in params
               if grp.mask is not None}
     grads = {grp.name: np.zeros(param.data.shape, dtype=np.float32) for grp, param in params}
-    batch = sim.runtime.B
+    batch = sim.program.minibatch_size
     n_batches = data.n_inputs // batch
     initial = _initial_state(sim, first)
     history = {"loss": []}
-    for epoch in range(n_epochs):
-        order = rng.permutation(data.n_inputs) if shuffle else np.arange(data.n_inputs)
-        progress = Progress(f"Training epoch {epoch + 1}/{n_epochs}",
-                            f"Training epoch {epoch + 1}/{n_epochs}", n_batches)
-        losses = []
-        with ProgressTracker(sim.progress_bar, progress) as tracker:
-            for b in range(n_batches):
-                idx = order[b * batch:(b + 1) * batch]
-                loss = _train_minibatch(feeder, compiled, windows, idx, initial, parameters,
-                                        grads)
-                if not np.isfinite(loss):
-                    raise SimulationError(
-                        f"the loss became {loss} in epoch {epoch + 1}, minibatch {b + 1}; "
-                        "try a smaller learning rate")
-                if params:
-                    for grp, param in params:
-                        if grp.mask is not None:
-                            grads[grp.name][~grp.mask] = 0
-                    optimizer.apply([grads[grp.name] for grp, _ in params],
-                                    [param.data for _, param in params],
-                                    keys=[grp.name for grp, _ in params])
-                    for grp, param in params:
-                        if grp.mask is not None:
-                            param.data[~grp.mask] = frozen[grp.name]
-                    parameters.changed()
-                losses.append(loss)
-                _write_summaries(sim, writer, tags, loss, params)
-                mean = float(np.mean(losses))
-                tracker.total_progress.name_during = (
-                    f"Training epoch {epoch + 1}/{n_epochs} (loss: {mean:.4g})")
-                tracker.total_progress.step()
-            progress.name_after = f"Training epoch {epoch + 1}/{n_epochs}: loss {mean:.4g}"
-        history["loss"].append(mean)
-    parameters.store(sim)
+    updated = False
+    try:
+        for epoch in range(n_epochs):
+            order = rng.permutation(data.n_inputs) if shuffle else np.arange(data.n_inputs)
+            title = f"Training epoch {epoch + 1}/{n_epochs}"
+            progress = Progress(title, title, n_batches)
+            losses = []
+            with ProgressTracker(sim.progress_bar, progress) as tracker:
+                for b in range(n_batches):
+                    idx = order[b * batch:(b + 1) * batch]
+                    loss = _train_minibatch(feeder, data, compiled, windows, idx, initial,
+                                            parameters, grads)
+                    if not np.isfinite(loss):
+                        raise SimulationError(
+                            f"the loss became {loss} in epoch {epoch + 1}, minibatch {b + 1}: "
+                            f"{_nonfinite_cause(sim, data, idx, parameters)}")
+                    if params:
+                        for grp, param in params:
+                            if grp.mask is not None:
+                                grads[grp.name][~grp.mask] = 0
+                        optimizer.apply([grads[grp.name] for grp, _ in params],
+                                        [param.data for _, param in params],
+                                        keys=[grp.name for grp, _ in params])
+                        for grp, param in params:
+                            if grp.mask is not None:
+                                param.data[~grp.mask] = frozen[grp.name]
+                        parameters.changed()
+                        updated = True
+                    losses.append(loss)
+                    _write_summaries(sim, writer, tags, loss, params)
+                    mean = float(np.mean(losses))
+                    tracker.total_progress.name_during = f"{title} (loss: {mean:.4g})"
+                    tracker.total_progress.step()
+                progress.name_after = f"{title}: loss {mean:.4g}"
+            history["loss"].append(mean)
+    finally:
+        # the optimizer's state has advanced with every completed minibatch: keep the
+        # parameters of the same minibatch, so that both agree
+        if updated:
+            parameters.store(sim.program)
     return history
 
 
-def _train_minibatch(feeder, compiled, windows, idx, initial, parameters, grads):
+def _nonfinite_cause(sim, data, idx, parameters):
+    """Why the loss is not finite, as far as can be told."""
+    big = np.finfo(np.float32).max
+    for probe, target in data.targets.items():
+        if np.any(np.abs(target[idx]) > big):
+            return (f"the targets for {probe} overflow float32 (|value| > {big:.3g}); "
+                    "training runs in float32")
+    for grp, param in parameters.views:
+        if not np.all(np.isfinite(param.data)):
+            return (f"parameter {grp.name} is no longer finite: the updates diverged; try a "
+                    "smaller learning rate")
+    names = ", ".join(term.name for term in data.terms if term.fn is not None)
+    return (f"the network's outputs and parameters are finite, so the objective ({names}) "
+            "returned NaN or inf for them (e.g. a log of 0, or a division by 0); or the "
+            "learning rate is too large")
+
+
+def _train_minibatch(feeder, data, compiled, windows, idx, initial, parameters, grads):
     """Forward and backward over the windows of one minibatch; sums the gradients."""
     state = dict(initial)
     loss = 0.0
     for w, (start, n) in enumerate(windows):
         comp = compiled[n]
         parameters.prepare(comp)
-        feeds = feeder(comp, idx, start, n)
+        feeds = _window_feeds(feeder, data, comp, idx, start, n)
         feeds.update(state)
         outputs = comp(feeds)
         loss += float(outputs[1])
@@ -512,41 +482,33 @@ def _train_minibatch(feeder, compiled, windows, idx, initial, parameters, grads)
     return loss
 
 
-def gradients(sim, data, objective=None, truncation=None):
-    """The gradients of the objective w.r.t. the trainable parameters, for checks.
-
-    Runs the training graph on all of ``data`` as one minibatch per
-    ``minibatch_size`` items, summing (not averaging) over minibatches, without
-    changing any parameter. Returns ``{Param: gradient array}`` shaped like each
-    parameter (``sim.data`` values), zero where a parameter does not reach the loss.
-    """
-    _check_open(sim)
+def gradient_sums(sim, data, objective=None, truncation=None):
+    """``{ParamGroup: gradient}`` of the objective on ``data``, summed over its
+    minibatches, from the training graphs (no parameter changes). For checks."""
     truncation = _check_count("truncation", truncation, allow_none=True)
     data = validate_data(sim, data, objective)
     _check_trainable_network(sim)
-    params_list = trainable.trainable_params(sim)
-    groups = param_groups(sim, params_list)
+    groups = param_groups(sim.program, trainable.trainable_params(sim.program))
     names = tuple(grp.name for grp in groups)
     windows = _windows(data.n_steps, truncation)
-    compiled = {n: compile_window(sim, n, data.terms, names, keep_state=len(windows) > 1)
+    compiled = {n: compile_window(sim.program, n, data.terms, names,
+                                  keep_state=len(windows) > 1)
                 for n in sorted({n for _, n in windows})}
     first = compiled[windows[0][1]]
-    parameters = Parameters(compiled, first, groups)
-    parameters.load(sim)
-    feeder = _Feeder(sim, data, np.random.RandomState(sim.seed))
+    parameters = Parameters(first, groups)
+    parameters.load(sim.program)
+    feeder = training_feeder(sim, data, np.random.RandomState(sim.seed))
     grads = {grp.name: np.zeros(param.data.shape, dtype=np.float32)
              for grp, param in parameters.views}
     total = {grp.name: np.zeros(grp.base.shape) for grp in groups}
-    batch = sim.runtime.B
+    batch = sim.program.minibatch_size
     initial = _initial_state(sim, first)
     for b in range(data.n_inputs // batch):
         idx = np.arange(b * batch, (b + 1) * batch)
-        _train_minibatch(feeder, compiled, windows, idx, initial, parameters, grads)
+        _train_minibatch(feeder, data, compiled, windows, idx, initial, parameters, grads)
         for name, grad in grads.items():
             total[name] += grad
-    by_base = {grp.base: total[grp.name] for grp in groups}
-    return {p: trainable.read(sim.signals, p.signal(sim.model),
-                              by_base[p.signal(sim.model).base]) for p in params_list}
+    return {grp: total[grp.name] for grp in groups}
 
 
 def _write_profile(profile_dir, target):
@@ -572,7 +534,7 @@ def _summary_writer(sim, summaries):
     if isinstance(summaries, (str, nengo.base.NengoObject, Neurons)):
         summaries = [summaries]
     tags = []
-    params = trainable.all_params(sim.model, sim.network)
+    params = trainable.all_params(sim.program)
     for item in summaries:
         if isinstance(item, str):
             if item != "loss":
@@ -586,38 +548,30 @@ def _summary_writer(sim, summaries):
         if key is None:
             raise ValidationError(
                 f"summaries can be 'loss', Connections, Ensembles or Neurons (got "
-                f"{_describe(item)})", attr="summaries")
+                f"{describe(item)})", attr="summaries")
         match = [p for p in params if p.obj == item and p.key == key]
         if not match:
             raise ValidationError(f"{item} has no {key} in this simulator (not in its network, "
                                   "or nothing to summarize)", attr="summaries")
         tags.append((match[0].name, match[0]))
-    logdir = getattr(sim, "tensorboard", None)
+    logdir = sim.tensorboard
     if not logdir:
         warnings.warn("summaries were requested but the Simulator was created without "
                       "tensorboard=<directory>; ignoring them")
         return None, None
-    tstate = _training_state(sim)
+    tstate = sim.training_state
     if tstate.run_dir is None:
-        tstate.run_dir = _next_run_dir(os.fspath(logdir))
+        tstate.run_dir = next_run_dir(os.fspath(logdir))
     k = tstate.summary_calls
     tstate.summary_calls += 1
-    from nengo_onnx.training.summaries import EventWriter  # noqa: PLC0415
-
     suffixed = [(tag if k == 0 else f"{tag}_{k}", param) for tag, param in tags]
     return EventWriter(tstate.run_dir, suffix=f".{k}"), suffixed
-
-
-def _next_run_dir(logdir):
-    from nengo_onnx.training.summaries import next_run_dir  # noqa: PLC0415
-
-    return next_run_dir(logdir)
 
 
 def _write_summaries(sim, writer, tags, loss, params):
     if writer is None:
         return
-    tstate = _training_state(sim)
+    tstate = sim.training_state
     step = tstate.summary_step
     tstate.summary_step += 1
     live = {grp.base: param.data for grp, param in params}
@@ -627,35 +581,20 @@ def _write_summaries(sim, writer, tags, loss, params):
             continue
         sig = param.signal(sim.model)
         base = live.get(sig.base)
-        writer.histogram(tag, trainable.read(sim.signals, sig, base), step)
+        value = sim.program.params.read(sig) if base is None else trainable.read(base, sig)
+        writer.histogram(tag, value, step)
     writer.flush()
 
 
 # -- loss -------------------------------------------------------------------------------------
 
 
-def _private_runtime(sim):
-    """A Runtime sharing ``sim``'s compiled graphs but with its own state."""
-    rt = sim.runtime
-    private = Runtime(rt.graph, rt.signals, rt.probes, minibatch_size=rt.B, dtype=rt.dtype,
-                      dt=rt.dt, unroll_steps=rt.K, threads=rt.threads)
-    private._blocks = rt._blocks
-    private._compiled_segments = rt._compiled_segments
-    return private
-
-
 def loss(sim, data, objective=None):
-    """The objective on all of ``data`` (mean over minibatches), without training.
-
-    The network runs as ``sim.run`` runs it (spiking neurons spike), from the
-    initial state, one minibatch at a time; the objectives are evaluated with
-    numpy. ``None`` objectives (targets are dL/dy) add nothing.
-    """
-    _check_open(sim)
+    """`Simulator.loss`: the objective on all of ``data`` (mean over minibatches)."""
     data = validate_data(sim, data, objective)
-    batch = sim.runtime.B
-    runtime = _private_runtime(sim)
-    keys = {p: sim._probe_keys[p] for p in data.probes()}
+    batch = sim.program.minibatch_size
+    runtime = Runtime(sim.program)  # its own state: the simulator's run is untouched
+    keys = {p: sim.program.probes[p] for p in data.probes()}
     losses = []
     for b in range(data.n_inputs // batch):
         idx = slice(b * batch, (b + 1) * batch)
@@ -665,15 +604,3 @@ def loss(sim, data, objective=None):
         targets = {p: t[idx] for p, t in data.targets.items()}
         losses.append(numpy_loss(data.terms, values, targets))
     return float(np.mean(losses))
-
-
-# -- save, load, freeze ----------------------------------------------------------------------
-
-
-
-
-__all__ = [
-    "train", "loss", "gradients", "validate_data", "numpy_loss", "refresh",
-    "save_params", "load_params", "freeze_params", "ParamsMismatchError",
-    "update_built_params", "PROFILE_FILE",
-]

@@ -15,7 +15,7 @@ from nengo.exceptions import SimulatorClosed, ValidationError
 from onnx.reference import ReferenceEvaluator
 
 import nengo_onnx
-from nengo_onnx.exporting.exporter import ExportError, export_simulator, input_values
+from nengo_onnx.exporting.exporter import ExportError, input_values
 
 N_STEPS = 30
 
@@ -94,7 +94,7 @@ def test_matches_simulators(tmp_path, neuron_type, form):
     n_steps = 5 if form == "fixed_unrolled" else N_STEPS
     with nengo_onnx.Simulator(net, unroll_simulation=5, progress_bar=False) as sim:
         info = sim.export(path, **kwargs)
-        inputs = input_values(sim, n_steps)
+        inputs = input_values(sim.program, n_steps, sim.seed)
         sim.run_steps(n_steps)
     expected = probe_data(sim, net)
     with nengo.Simulator(net, progress_bar=False) as ref:
@@ -203,10 +203,10 @@ def test_nonzero_initial_state_learning(tmp_path):
         net.w = nengo.Probe(conn, "weights", label="weights")
     path = tmp_path / "pes.onnx"
     with nengo_onnx.Simulator(net, unroll_simulation=5, progress_bar=False) as sim:
-        if any(kind == "host" for kind, _ in sim.runtime.segments):
+        if any(kind == "host" for kind, _ in sim.program.segments):
             pytest.skip("PES runs in Python in this build")
         sim.export(path)
-        inputs = input_values(sim, 20)
+        inputs = input_values(sim.program, 20, sim.seed)
         sim.run_steps(20)
     model = onnx.load(str(path))
     meta = metadata(model)
@@ -227,7 +227,7 @@ def test_time_only_process_is_an_input(tmp_path):
     path = tmp_path / "noise.onnx"
     with nengo_onnx.Simulator(net, unroll_simulation=5, progress_bar=False) as sim:
         info = sim.export(path, fixed=10)
-        inputs = input_values(sim, 10)
+        inputs = input_values(sim.program, 10, sim.seed)
         sim.run_steps(10)
     kinds = {p["name"]: p["kind"] for p in info.inputs}
     assert kinds["signal"] == "node"
@@ -273,7 +273,7 @@ def test_validation(tmp_path):
         with pytest.raises(ExportError, match="does not exist"):
             sim.export(tmp_path / "missing" / "x.onnx")
     with pytest.raises(SimulatorClosed):
-        export_simulator(sim, tmp_path / "x.onnx")
+        sim.export(tmp_path / "x.onnx")
     with pytest.raises(ValidationError, match="nengo.Network"):
         nengo_onnx.export("net", tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
@@ -312,7 +312,7 @@ def test_runs_with_only_onnxruntime_and_numpy(tmp_path):
     path = tmp_path / "model.onnx"
     with nengo_onnx.Simulator(net, unroll_simulation=5, progress_bar=False) as sim:
         sim.export(path)
-        inputs = input_values(sim, 20)
+        inputs = input_values(sim.program, 20, sim.seed)
         sim.run_steps(20)
     np.savez(tmp_path / "expected.npz", stim_input=inputs["stim"], b_out=sim.data[net.p_b][None])
     script = tmp_path / "plain.py"
@@ -339,7 +339,7 @@ def test_runner_is_standalone(tmp_path):
     path = tmp_path / "model.onnx"
     with nengo_onnx.Simulator(net, unroll_simulation=5, progress_bar=False) as sim:
         sim.export(path)
-        np.savez(tmp_path / "in.npz", **input_values(sim, 23))
+        np.savez(tmp_path / "in.npz", **input_values(sim.program, 23, sim.seed))
         sim.run_steps(23)
     script = tmp_path / "standalone.py"
     script.write_text(STANDALONE_RUNNER)

@@ -13,7 +13,7 @@ from nengo_onnx.compiler.graph import operator_graph
 from nengo_onnx.passes.feed_inputs import feed_inputs
 from nengo_onnx.passes.merge_synapses import LinearFilterGroup, merge_synapses
 from nengo_onnx.passes.simplify import SIMPLIFY
-from nengo_onnx.simulator import input_nodes
+from nengo_onnx.compiler.program import built_graph
 
 from .test_simplify import check_matches_nengo
 
@@ -30,9 +30,7 @@ def build(net):
 
 def fed_graph(net):
     model = build(net)
-    graph = operator_graph(model)
-    graph.graph["input_nodes"] = {node: f"in{i}" for i, node in enumerate(input_nodes(net))}
-    return feed_inputs(graph)
+    return feed_inputs(built_graph(model, net))
 
 
 def filter_net(synapses=(0.01, 0.01, 0.01, nengo.Alpha(0.005), nengo.Alpha(0.005),
@@ -131,4 +129,4 @@ def test_matches_nengo(make_net, unroll, monkeypatch):
     net = make_net()
     for passes in ([merge_synapses], SIMPLIFY):
         sim = check_matches_nengo(net, passes, monkeypatch, unroll)
-        assert any(isinstance(op, LinearFilterGroup) for op in sim.graph.nodes)
+        assert any(isinstance(op, LinearFilterGroup) for op in sim.program.graph.nodes)

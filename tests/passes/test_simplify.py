@@ -27,7 +27,7 @@ from nengo_onnx.passes.reset_incs import (
 from nengo_onnx.passes.simplify import SIMPLIFY
 from nengo_onnx.passes.util import indices
 from nengo_onnx.passes.zero_incs import remove_zero_incs
-from nengo_onnx.simulator import input_nodes
+from nengo_onnx.compiler.program import built_graph
 
 N_STEPS = 25
 
@@ -36,9 +36,7 @@ def build_graph(net):
     """The operator graph as the passes see it (inputs fed, no merging: deterministic)."""
     model = Model(dt=0.001)
     model.build(net)
-    graph = operator_graph(model)
-    graph.graph["input_nodes"] = {node: f"in{i}" for i, node in enumerate(input_nodes(net))}
-    return feed_inputs(graph)
+    return feed_inputs(built_graph(model, net))
 
 
 def types(graph):
@@ -203,7 +201,7 @@ def test_each_pass_matches_nengo(simplification, unroll, monkeypatch):
 @pytest.mark.parametrize("unroll", [1, 5])
 def test_all_passes_match_nengo(unroll, monkeypatch):
     sim = check_matches_nengo(chain_net(), SIMPLIFY, monkeypatch, unroll)
-    kinds = types(sim.graph)
+    kinds = types(sim.program.graph)
     assert kinds["BsrDotSet"] + kinds["DotSet"] + kinds["ElementwiseSet"] > 0
     check_matches_nengo(idle_net(), SIMPLIFY, monkeypatch, unroll)
 
@@ -313,7 +311,7 @@ def conv_net():
 @pytest.mark.parametrize("unroll", [1, 3])
 def test_conv_set_forms_match_nengo(unroll, monkeypatch):
     sim = check_matches_nengo(conv_net(), SIMPLIFY, monkeypatch, unroll, atol=1e-4)
-    kinds = types(sim.graph)
+    kinds = types(sim.program.graph)
     assert kinds["ConvSet"] + kinds["ConvTransposeSet"] == 3
 
 

@@ -13,7 +13,7 @@ from nengo_onnx import objectives, optimizers
 from nengo_onnx.compiler import trainable
 from nengo_onnx.training import summaries
 from nengo_onnx.training import train as training
-from nengo_onnx.training.train import gradients
+from tests.helpers import gradients, param_value, set_param_value
 
 
 def feedforward(d=2, n_neurons=20, neuron_type=None, synapse=None, seed=0):
@@ -100,23 +100,17 @@ def grad_net(synapse, recurrent, seed=0):
 
 def finite_differences(sim, data, param, n=5, eps=1e-5):
     """Central differences of sim.loss (float64) for the first ``n`` elements of ``param``."""
-    sig = param.signal(sim.model)
-    base = trainable.base_value(sim.signals, sig.base)
-    value = trainable.read(sim.signals, sig).ravel()
+    value = param_value(sim, param).ravel()
     result = np.zeros(min(n, value.size))
     for i in range(result.size):
         losses = []
         for sign in (1, -1):
-            new = base.copy()
             v = value.copy()
             v[i] += sign * eps
-            trainable.write(new, sig, v.reshape(sig.shape))
-            sim.signals.values[sig.base] = new
-            training.refresh(sim)
+            set_param_value(sim, param, v)
             losses.append(sim.loss(data))
         result[i] = (losses[0] - losses[1]) / (2 * eps)
-    sim.signals.values[sig.base] = base
-    training.refresh(sim)
+    set_param_value(sim, param, value)
     return result
 
 
@@ -291,7 +285,7 @@ def config_net():
 
 def trained_names(net):
     with nengo_onnx.Simulator(net, progress_bar=False) as sim:
-        return {p.name for p in trainable.trainable_params(sim)}
+        return {p.name for p in trainable.trainable_params(sim.program)}
 
 
 ALL = {"a.encoders", "a.neurons.bias", "b.encoders", "b.neurons.bias", "x.encoders",
@@ -478,7 +472,7 @@ def test_repeated_training_reuses_graphs(rng):
     data = {net.inp: x, net.p: y}
     with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
         losses = [sim.train(data, optimizers.SGD(0.05))["loss"][0] for _ in range(3)]
-        assert len(training._training_state(sim).compiled) == 1
+        assert len(sim.program.training_graphs) == 1
         assert losses[2] < losses[1] < losses[0]  # each call continues from the last
 
 

@@ -47,7 +47,7 @@ class EmitContext:
         # training graphs replace spiking neurons by their rate forms (NengoDL's way)
         self.training = training
         # nengo-onnx settings of the network (lif_smoothing, spiking_gradient, ...)
-        self.settings = dict(settings or {})
+        self.settings = settings if settings is not None else {}
         self.signals = signals
         self.dtype = np.dtype(dtype)
         self.B = minibatch_size

@@ -14,7 +14,7 @@ from onnx import NodeProto, TensorProto, helper
 
 from nengo_onnx.compiler.onnx_graph import onnx_dtype
 from nengo_onnx.onnx_node import SimOnnx
-from nengo_onnx.compiler.signals import sanitize
+from nengo_onnx.compiler.names import sanitize
 from nengo_onnx.compiler.emit import emitter
 
 

@@ -192,7 +192,7 @@ def run_onnx(make, dtype="float64", minibatch_size=B, **kwargs):
     with nengo_onnx.Simulator(net, dt=DT, minibatch_size=minibatch_size, progress_bar=False,
                               **kwargs) as sim:
         # every operator is emitted: nothing runs in Python
-        assert [kind for kind, _ in sim.graph.graph["segments"]] == ["onnx"]
+        assert [kind for kind, _ in sim.program.segments] == ["onnx"]
         sim.run_steps(STEPS, data={u: data})
         return [sim.data[p] for p in probes]
 

@@ -13,6 +13,7 @@ from nengo.dists import Choice, Uniform
 from nengo.tests.test_neurons import SpikingTanh
 
 import nengo_onnx
+from nengo_onnx.config import Settings
 from nengo_onnx import ort_setup as _ort
 from nengo_onnx.compiler.block import emit_block
 from nengo_onnx.compiler.emit.context import EmitContext
@@ -333,20 +334,20 @@ def neuron_block(neuron_type, J, training=True, settings=None, dtype=np.float32)
         probe = nengo.Probe(a.neurons)
     with nengo_onnx.Simulator(net, progress_bar=False, minibatch_size=B, optimize=False,
                               unroll_simulation=1) as sim:
-        rt = sim.runtime
-        ops = rt.segments[0][1]
-        order = unrolled_order(unroll(rt.graph.subgraph(ops), steps))
-        block = emit_block(order, rt.signals, n_steps=steps, minibatch_size=B, dtype=dtype,
-                           dt=rt.dt, probes=rt.probes, training=training, settings=settings)
-        feeds = {name: rt.store[base] for base, name in block.state_inputs}
+        program = sim.program
+        order = unrolled_order(unroll(program.step_operators(), steps))
+        block = emit_block(order, program.signals, n_steps=steps, minibatch_size=B, dtype=dtype,
+                           dt=program.dt, probes=program.probe_signals, training=training,
+                           settings=Settings(**(settings or {})))
+        feeds = {name: sim.runtime.store[base] for base, name in block.state_inputs}
         feeds = {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in feeds.items()}
-        key = sim._input_names[u]
+        key = program.inputs[u]
         for name in block.step_inputs:
             assert name == key, f"unexpected step input {name}"
         feeds[key] = J.astype(dtype)
         session = _ort.inference_session(block.model.SerializeToString())
         outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
-        (_, pname, _), = [p for p in block.probes if p[0] == sim._probe_keys[probe]]
+        pname = program.probes[probe]
         state = {base: outputs[out] for base, _, out in block.state}
         return outputs[pname], block, state, sim.model.sig[a.neurons]
 

@@ -9,8 +9,7 @@ from nengo.exceptions import ValidationError
 import nengo_onnx
 from nengo_onnx import ort_setup as _ort, optimizers
 from nengo_onnx.compiler.emit import surrogates
-from nengo_onnx.training.train import gradients
-from nengo_onnx.training.graph import _forward_block
+from tests.helpers import gradients
 
 
 def spiking_net(neuron_type, mode=None, smoothing=None, seed=0):
@@ -140,7 +139,7 @@ def test_gradient_is_the_registered_derivative(rng, case):
 
 def functions_of(net, n_steps=4):
     with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
-        model = _forward_block(sim, n_steps, [net.p]).model
+        model = sim.program.emit(n_steps, [net.p], training=True).model
     return model
 
 

@@ -76,7 +76,7 @@ def run_onnx(make, minibatch_size=B, **kwargs):
     with nengo_onnx.Simulator(case.net, dt=DT, minibatch_size=minibatch_size,
                               progress_bar=False, **kwargs) as sim:
         # every operator is emitted: nothing runs in Python
-        assert [kind for kind, _ in sim.graph.graph["segments"]] == ["onnx"]
+        assert [kind for kind, _ in sim.program.segments] == ["onnx"]
         sim.run_steps(STEPS, data=data)
         return {p.label: sim.data[p] for p in case.probes}, sim
 
@@ -275,7 +275,7 @@ def test_conv_transpose_has_gradient_ops():
         nengo.Connection(nengo.Node(np.ones(transform.size_in)),
                          nengo.Node(size_in=transform.size_out), transform=transform)
     with nengo_onnx.Simulator(net, unroll_simulation=1, progress_bar=False) as sim:
-        block, _ = sim.runtime.block(1)
+        block, _ = sim.program.block(1)
     ops = {node.op_type for node in block.model.graph.node}
     assert "Conv" in ops and "ConvTranspose" not in ops
 
