@@ -15,7 +15,7 @@ from nengo.exceptions import (
 )
 from nengo.utils.progress import Progress, ProgressTracker
 
-from nengo_onnx.config import get_setting
+from nengo_onnx.config import settings_of
 from nengo_onnx.compiler.graph import operator_graph
 from nengo_onnx.compiler.pipeline import run_passes
 from nengo_onnx.runtime.runtime import Runtime
@@ -94,7 +94,7 @@ class Simulator:
         self.threads = threads
         # where train(summaries=[...]) writes TensorBoard events (run_<n> per simulator)
         self.tensorboard = None if tensorboard is None else os.fspath(tensorboard)
-        self.dtype = np.dtype(get_setting(network, "dtype"))
+        self.dtype = np.dtype(settings_of(network).dtype)  # validates every setting
 
         if model is None:
             model = Model(dt=float(dt), label=f"{network}, dt={dt:f}",

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from nengo_onnx import ort_setup as _ort
 from nengo_onnx.compiler import trainable
 from nengo_onnx.compiler.block import emit_block
-from nengo_onnx.config import get_setting
+from nengo_onnx.config import settings_of
 from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET, GraphBuilder
 from nengo_onnx.training.ort_fixes import check_differentiable, prepare_for_gradients, reachable_initializers
 from nengo_onnx.passes.unroll import unroll, unrolled_order
@@ -33,8 +33,7 @@ MAX_CACHED = 8
 
 
 def _settings(sim):
-    return {key: get_setting(sim.network, key)
-            for key in ("lif_smoothing", "spiking_gradient")}
+    return settings_of(sim.network)
 
 
 def _forward_block(sim, n_steps, probes):
