@@ -14,7 +14,7 @@ from nengo.builder.operator import (
 from nengo.builder.probe import SimProbe
 
 from nengo_onnx.compiler.operators import FeedInput
-from nengo_onnx.compiler.emit import emitter
+from nengo_onnx.compiler.emit.registry import emitter
 
 
 @emitter(TimeUpdate)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from nengo_onnx.compiler.emit import EMITTERS, emitter
+from nengo_onnx.compiler.emit.registry import EMITTERS, emitter
 from nengo_onnx.compiler.emit.context import view_indices
 from nengo_onnx.compiler.operators import LinearFilterGroup, SetMixin
 

@@ -25,7 +25,7 @@ from nengo_onnx.compiler.emit.surrogates import (
     spiking,
     spiking_gradient,
 )
-from nengo_onnx.compiler.emit import emitter
+from nengo_onnx.compiler.emit.registry import emitter
 
 NEURON_EMITTERS = {}
 TRAINING_EMITTERS = {}

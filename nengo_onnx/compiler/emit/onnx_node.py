@@ -15,7 +15,7 @@ from onnx import NodeProto, TensorProto, helper
 from nengo_onnx.compiler.onnx_graph import onnx_dtype
 from nengo_onnx.onnx_node import SimOnnx
 from nengo_onnx.compiler.signals import sanitize
-from nengo_onnx.compiler.emit import emitter
+from nengo_onnx.compiler.emit.registry import emitter
 
 
 def _subgraphs(node):
