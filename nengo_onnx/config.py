@@ -1,17 +1,114 @@
-"""``configure_settings``: nengo-onnx options set on a network's config."""
+"""nengo-onnx's settings: ``configure_settings`` sets them on a network's config,
+`settings_of` reads them back as one validated, frozen `Settings`.
 
-from dataclasses import dataclass
+1. Every value is checked where it is given (``configure_settings`` raises at the
+   call) and again when a Simulator reads the network (`settings_of`), since the
+   config can also be edited by hand. A bad value raises ``ValidationError``
+   naming the setting; nothing falls back silently.
+2. The compiler reads the attributes of one `Settings` object, parsed once.
+"""
+
+import dataclasses
+import math
+import numbers
+from typing import Optional
 
 import nengo
+import numpy as np
 from nengo.exceptions import ValidationError
 from nengo.params import BoolParam, Parameter
 
-SETTINGS = {
-    "dtype": "float32",
-    "lif_smoothing": None,
-    "spiking_gradient": None,
-    "inference_only": False,
+#: Values of the ``spiking_gradient`` setting.
+SPIKING_GRADIENTS = (None, "rate", "surrogate")
+
+#: Values of the ``dtype`` setting.
+DTYPES = ("float32", "float64")
+
+
+def _dtype(value):
+    """``"float32"`` or ``"float64"``; numpy's float32/float64 types and dtypes too."""
+    if isinstance(value, str):
+        name = value
+    elif value in (np.float32, np.float64) or isinstance(value, np.dtype):
+        name = np.dtype(value).name
+    else:
+        name = None
+    if name not in DTYPES:
+        raise ValidationError(f"must be 'float32' or 'float64' (got {value!r})", attr="dtype")
+    return name
+
+
+def _lif_smoothing(value):
+    """None, or a positive finite real number (as a float)."""
+    if value is None:
+        return None
+    # bools are Integral, and a string is never parsed: both are mistakes
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if not (ok and math.isfinite(value) and value > 0):
+        raise ValidationError(
+            f"must be None or a positive finite number (got {value!r})", attr="lif_smoothing")
+    return float(value)
+
+
+def _spiking_gradient(value):
+    """None, ``"rate"`` or ``"surrogate"``."""
+    if not (value is None or isinstance(value, str)) or value not in SPIKING_GRADIENTS:
+        raise ValidationError(
+            f"must be one of {SPIKING_GRADIENTS} (got {value!r})", attr="spiking_gradient")
+    return value
+
+
+def _inference_only(value):
+    """A bool."""
+    if not isinstance(value, bool):
+        raise ValidationError(f"must be True or False (got {value!r})", attr="inference_only")
+    return value
+
+
+#: setting -> its check, which returns the normalised value or raises
+_CHECKS = {
+    "dtype": _dtype,
+    "lif_smoothing": _lif_smoothing,
+    "spiking_gradient": _spiking_gradient,
+    "inference_only": _inference_only,
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The nengo-onnx settings of a network, validated (see `configure_settings`).
+
+    Constructing one checks every field (``ValidationError`` naming the field)
+    and normalises ``dtype`` to its name and ``lif_smoothing`` to a float.
+    """
+
+    dtype: str = "float32"
+    lif_smoothing: Optional[float] = None
+    spiking_gradient: Optional[str] = None
+    inference_only: bool = False
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            # frozen: normalised values go in through object.__setattr__
+            object.__setattr__(self, field.name, _CHECKS[field.name](getattr(self, field.name)))
+
+
+def _check_name(key):
+    if key not in _CHECKS:
+        raise ValidationError(
+            f"'{key}' is not a nengo-onnx setting (expected one of "
+            f"{sorted(_CHECKS) + ['trainable']})", attr=key)
+
+
+def settings_of(network):
+    """The validated `Settings` of ``network`` (defaults for ``None`` or none set).
+
+    Only the top-level network's settings count, as for every Nengo backend option.
+    """
+    stored = _stored(network.config) if network is not None else None
+    for key in stored or {}:
+        _check_name(key)
+    return Settings(**(stored or {}))
 
 
 def configure_settings(**kwargs):
@@ -19,15 +116,20 @@ def configure_settings(**kwargs):
 
     Parameters
     ----------
-    dtype : "float32" or "float64"
+    dtype : "float32" or "float64" (or ``np.float32``, ``np.float64``)
         Precision of the simulation (training always uses float32).
-    lif_smoothing : float
+    lif_smoothing : None or a positive finite float
         Smoothing of the LIF rate used for training (SoftLIF's sigma).
     spiking_gradient : None, "rate" or "surrogate"
         How spiking neurons get gradients during training.
     trainable : None or bool
         ``None`` adds the ``trainable`` config option to the network; a bool sets
         it for everything inside the network.
+    inference_only : bool
+        Accepted for NengoDL scripts; no effect.
+
+    Raises ``ValidationError`` (naming the setting) for an unknown setting or a
+    bad value; `settings_of` reads the settings back.
     """
     if not nengo.Network.context:
         raise ValidationError(
@@ -38,15 +140,9 @@ def configure_settings(**kwargs):
         if key == "trainable":
             _configure_trainable(config, value)
             continue
-        if key not in SETTINGS:
-            raise ValidationError(
-                f"'{key}' is not a nengo-onnx setting (expected one of "
-                f"{sorted(SETTINGS) + ['trainable']})", attr=key
-            )
-        if key == "dtype" and str(value) not in ("float32", "float64"):
-            raise ValidationError(f"dtype must be 'float32' or 'float64', got {value!r}",
-                                  attr="dtype")
-        _settings(config)[key] = value
+        _check_name(key)
+        # checked here, so that a bad value raises at the call
+        _settings(config)[key] = _CHECKS[key](value)
 
 
 #: The classes that the ``trainable`` config option applies to.
@@ -76,7 +172,18 @@ def _configure_trainable(config, value):
             config.params[cls].trainable = value
 
 
+def _stored(config):
+    """The settings dict stored on ``config``, or ``None`` if none was set."""
+    if nengo.Network not in config.params:
+        return None
+    params = config[nengo.Network]
+    if "nengo_onnx" not in params._extra_params:
+        return None
+    return getattr(params, "nengo_onnx", None)
+
+
 def _settings(config):
+    """The settings dict stored on ``config``, added (empty) if missing."""
     if nengo.Network not in config.params:
         config.configures(nengo.Network)
     params = config[nengo.Network]
@@ -85,35 +192,3 @@ def _settings(config):
     if getattr(params, "nengo_onnx", None) is None:
         params.nengo_onnx = {}
     return params.nengo_onnx
-
-
-def get_setting(network, key, default=None):
-    """The value of setting ``key`` on ``network`` (the top-level network)."""
-    if network is None:
-        return SETTINGS.get(key, default) if default is None else default
-    if nengo.Network not in network.config.params:
-        return SETTINGS.get(key, default) if default is None else default
-    params = network.config[nengo.Network]
-    settings = (getattr(params, "nengo_onnx", None)
-                if "nengo_onnx" in params._extra_params else None)
-    if settings and key in settings:
-        return settings[key]
-    return SETTINGS.get(key, default) if default is None else default
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The validated nengo-onnx settings of a network (see `configure_settings`)."""
-
-    dtype: str = "float32"
-    lif_smoothing: object = None
-    spiking_gradient: object = None
-    inference_only: bool = False
-
-    def get(self, key, default=None):
-        return getattr(self, key, default)
-
-
-def settings_of(network):
-    """The `Settings` of ``network`` (defaults where it sets none)."""
-    return Settings(**{key: get_setting(network, key) for key in SETTINGS})

@@ -17,7 +17,8 @@ The runtime computes the fed values with Nengo's own step functions
 from nengo.builder.operator import SimPyFunc
 from nengo.builder.processes import SimProcess
 
-from nengo_onnx.compiler.graph import FeedInput, rebuild
+from nengo_onnx.compiler.graph import rebuild
+from nengo_onnx.compiler.operators import FeedInput
 
 
 def _mode(op):

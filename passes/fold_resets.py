@@ -15,10 +15,9 @@
 import numpy as np
 from nengo.builder.operator import Copy, DotInc, ElementwiseInc, Reset
 from nengo.builder.processes import SimProcess
-from nengo.builder.signal import Signal
 from nengo.synapses import LinearFilter
 
-from nengo_onnx.passes.merge_synapses import LinearFilterGroup
+from nengo_onnx.compiler.operators import FoldedConstant, LinearFilterGroup
 from nengo_onnx.passes.util import (
     LiveMask,
     indices,
@@ -29,10 +28,6 @@ from nengo_onnx.passes.util import (
     writers_by_base,
     writes,
 )
-
-
-class FoldedConstant(Signal):
-    """A constant signal made by folding a ``Reset`` (never a trainable parameter)."""
 
 
 def _takes_constants(op):

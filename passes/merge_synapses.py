@@ -14,76 +14,11 @@
 
 import networkx as nx
 import numpy as np
-from nengo.builder.operator import Operator
 from nengo.builder.processes import SimProcess
 from nengo.synapses import LinearFilter
 
+from nengo_onnx.compiler.operators import LinearFilterGroup
 from nengo_onnx.passes.util import ordered_ops, rebuild_checked
-
-
-class LinearFilterGroup(Operator):
-    """Several ``LinearFilter`` processes with the same ``(A, B, C, D)``, run at once.
-
-    Implements, for each member ``i``, Nengo's ``LinearFilter`` step on input
-    ``u_i``, state ``X_i`` and output ``y_i`` (see ``LinearFilter.make_step``).
-
-    Notes
-    -----
-    1. sets ``outputs`` if mode is ``"set"``
-    2. incs ``outputs`` if mode is ``"inc"``
-    3. reads ``[t] + inputs``
-    4. updates ``outputs`` (if mode is ``"update"``) ``+ states``
-    """
-
-    def __init__(self, processes, inputs, outputs, states, t, mode="update", tag=None):
-        super().__init__(tag=tag)
-        self.processes = list(processes)
-        self.mode = mode
-        self.n = len(self.processes)
-        self.reads = [t] + list(inputs)
-        self.sets = list(outputs) if mode == "set" else []
-        self.incs = list(outputs) if mode == "inc" else []
-        self.updates = (list(outputs) if mode == "update" else []) + list(states)
-
-    @property
-    def t(self):
-        return self.reads[0]
-
-    @property
-    def inputs(self):
-        return self.reads[1:]
-
-    @property
-    def outputs(self):
-        return {"set": self.sets, "inc": self.incs}.get(self.mode, self.updates)[: self.n]
-
-    @property
-    def states(self):
-        return self.updates[-self.n:]
-
-    def ss(self, dt):
-        """The discretized ``(A, B, C, D)`` shared by all members."""
-        return self.processes[0]._get_ss(dt)
-
-    def members(self):
-        """One ``SimProcess`` per member, on the group's current signals."""
-        return [
-            SimProcess(process, u, y, self.t, mode=self.mode, state={"X": X})
-            for process, u, y, X in zip(self.processes, self.inputs, self.outputs, self.states)
-        ]
-
-    @property
-    def _descstr(self):
-        return f"{self.processes[0]} x{self.n}, {self.inputs} -> {self.outputs}"
-
-    def make_step(self, signals, dt, rng):
-        steps = [member.make_step(signals, dt, rng) for member in self.members()]
-
-        def step_linear_filter_group():
-            for step in steps:
-                step()
-
-        return step_linear_filter_group
 
 
 def _key(op, dt):

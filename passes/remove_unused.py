@@ -16,7 +16,7 @@ from nengo.builder.probe import SimProbe
 from nengo.builder.processes import SimProcess
 from nengo.synapses import LinearFilter
 
-from nengo_onnx.passes.merge_synapses import LinearFilterGroup
+from nengo_onnx.compiler.operators import LinearFilterGroup
 from nengo_onnx.passes.util import LiveMask, indices, ordered_ops, probed_signals, rebuild_checked, writes
 
 

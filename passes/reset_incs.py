@@ -14,81 +14,11 @@
    views may) holds: increments whose set form would break it stay.
 """
 
-import copy
-
 import numpy as np
-from nengo.builder.operator import BsrDotInc, Copy, DotInc, ElementwiseInc, Reset, SparseDotInc
-from nengo.builder.transforms import ConvInc, ConvTransposeInc
+from nengo.builder.operator import Copy, Reset
 
+from nengo_onnx.compiler.operators import SET_FORMS, set_form
 from nengo_onnx.passes.util import indices, ordered_ops, rebuild_checked, writers_by_base, writes
-
-
-class SetMixin:
-    """The set form of an increment operator ``Y[...] += f(...)``: ``Y[...] = f(...)``.
-
-    The output is in ``sets`` instead of ``incs``. ``make_step`` zeroes ``Y``
-    and runs the increment, so Nengo's semantics carry over unchanged.
-    """
-
-    @property
-    def Y(self):
-        return self.sets[0]
-
-    def make_step(self, signals, dt, rng):
-        Y = signals[self.Y]
-        inc = super().make_step(signals, dt, rng)
-
-        def step_set():
-            Y[...] = 0
-            inc()
-
-        return step_set
-
-
-class DotSet(SetMixin, DotInc):
-    """Implements ``Y[...] = np.dot(A, X)``."""
-
-
-class SparseDotSet(SetMixin, SparseDotInc):
-    """Implements ``Y[...] = A.dot(X)`` for a sparse ``A``."""
-
-
-class BsrDotSet(SetMixin, BsrDotInc):
-    """Implements ``Y[...] = bsr_matrix(A).dot(X)``."""
-
-
-class ElementwiseSet(SetMixin, ElementwiseInc):
-    """Implements ``Y[...] = A * X``."""
-
-
-class ConvSet(SetMixin, ConvInc):
-    """Implements ``Y[...] = conv2d(X, W)``."""
-
-
-class ConvTransposeSet(SetMixin, ConvTransposeInc):
-    """Implements ``Y[...] = conv2d_transpose(X, W)``."""
-
-
-SET_FORMS = {
-    DotInc: DotSet,
-    SparseDotInc: SparseDotSet,
-    BsrDotInc: BsrDotSet,
-    ElementwiseInc: ElementwiseSet,
-    ConvInc: ConvSet,
-    ConvTransposeInc: ConvTransposeSet,
-}
-
-
-def set_form(op):
-    """The operator that sets what ``op`` increments (a new operator)."""
-    new = copy.copy(op)
-    if type(op) is Copy:
-        new.inc = False
-        new.sets, new.incs = list(op.incs), []
-        return new
-    new.__class__ = SET_FORMS[type(op)]
-    new.sets, new.incs = list(op.incs), []
-    return new
 
 
 def _written_elements(op):

@@ -1,15 +1,14 @@
 """Helpers shared by the simplification passes: element indices, writers, rebuilding.
 
-Not a pass. Kept free of `nengo_onnx.compiler.emit` imports, since the emitters of the
-operators that passes define (`nengo_onnx.compiler.emit.groups`) import the passes.
+Not a pass.
 """
 
 import copy
-import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import networkx as nx
 import numpy as np
+from nengo.exceptions import BuildError
 
 from nengo_onnx.compiler.graph import rebuild
 from nengo_onnx.compiler.signals import view_indices as indices  # noqa: F401  (used by passes)
@@ -73,15 +72,22 @@ def replace_signals(op, mapping):
 
 
 def rebuild_checked(graph, operators, pass_name):
-    """`rebuild` over ``operators``, or ``graph`` itself if the result has a cycle.
+    """`rebuild` over ``operators``; ``BuildError`` naming ``pass_name`` if that breaks it.
 
-    A pass should never create a cycle; this guards the simulation against a
-    pass bug by skipping that pass's changes (with a warning).
+    A pass must never repeat an operator, give a view two setters or updaters
+    (Nengo's rule) or create a cycle: each is a bug in that pass, reported where
+    it happens rather than undone (which would hide it).
     """
-    new = rebuild(graph, operators)
+    repeated = [op for op, n in Counter(operators).items() if n > 1]
+    if repeated:
+        raise BuildError(f"pass {pass_name} listed operators twice: {repeated}")
+    try:
+        new = rebuild(graph, operators)
+    except AssertionError as e:  # Nengo's validate_ops, inside operator_dependency_graph
+        raise BuildError(f"pass {pass_name} broke Nengo's operator rules: {e}") from e
     if not nx.is_directed_acyclic_graph(new):
-        warnings.warn(f"{pass_name} made the operator graph cyclic; its changes are skipped")
-        return graph
+        cycle = [u for u, _ in nx.find_cycle(new)]
+        raise BuildError(f"pass {pass_name} made the operator graph cyclic; the cycle: {cycle}")
     return new
 
 

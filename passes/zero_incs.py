@@ -11,7 +11,7 @@ zero transform that training will change) is never treated as one.
 import numpy as np
 from nengo.builder.operator import Copy, DotInc, ElementwiseInc
 
-from nengo_onnx.passes.fold_resets import FoldedConstant
+from nengo_onnx.compiler.operators import FoldedConstant
 from nengo_onnx.passes.util import ordered_ops, rebuild_checked
 
 

@@ -53,8 +53,9 @@ def emit_block(
         Bases taken as inputs and given as outputs (default: all written bases).
     training : bool
         Emit the training forms of operators (rate neurons for spiking ones).
-    settings : `nengo_onnx.config.Settings`
-        nengo-onnx settings of the network.
+    settings : Settings or None
+        The network's validated settings (`nengo_onnx.config.settings_of`);
+        ``None`` means the defaults.
     """
     graph = GraphBuilder(name=name, opset=opset)
     ctx = EmitContext(graph, signals, dtype, minibatch_size, dt, n_steps=n_steps,

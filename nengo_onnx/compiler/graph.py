@@ -6,43 +6,7 @@ The graph carries the model (``graph.graph["model"]``) so passes can reach it.
 """
 
 import networkx as nx
-from nengo.builder.operator import Operator
 from nengo.utils.simulator import operator_dependency_graph
-
-
-class FeedInput(Operator):
-    """Writes a value computed outside the ONNX graph into ``dst`` each step.
-
-    Stands in for an input Node's output and for operators that depend only on
-    time (``Node(np.sin)``, noise processes): the runtime computes their values
-    in Python, with Nengo's own step functions, and feeds them as graph inputs.
-
-    Notes
-    -----
-    1. sets ``[dst]`` if mode is ``"set"``
-    2. incs ``[dst]`` if mode is ``"inc"``
-    3. reads ``[]``
-    4. updates ``[dst]`` if mode is ``"update"``
-    """
-
-    def __init__(self, key, dst, mode="set", source=None, node=None, tag=None):
-        super().__init__(tag=tag)
-        self.key = key
-        self.mode = mode
-        self.source = source  # the operator computing the value, if any
-        self.node = node  # the input Node, if any
-        self.sets = [dst] if mode == "set" else []
-        self.incs = [dst] if mode == "inc" else []
-        self.reads = []
-        self.updates = [dst] if mode == "update" else []
-
-    @property
-    def dst(self):
-        return (self.sets + self.incs + self.updates)[0]
-
-    @property
-    def _descstr(self):
-        return f"{self.key} -> {self.dst}"
 
 
 def operator_graph(model, operators=None):

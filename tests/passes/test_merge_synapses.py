@@ -11,9 +11,10 @@ from nengo.builder.processes import SimProcess
 
 from nengo_onnx.compiler.graph import operator_graph
 from nengo_onnx.passes.feed_inputs import feed_inputs
-from nengo_onnx.passes.merge_synapses import LinearFilterGroup, merge_synapses
-from nengo_onnx.passes.simplify import SIMPLIFY
+from nengo_onnx.compiler.operators import LinearFilterGroup
+from nengo_onnx.compiler.pipeline import SIMPLIFY
 from nengo_onnx.compiler.program import built_graph
+from nengo_onnx.passes.merge_synapses import merge_synapses
 
 from .test_simplify import check_matches_nengo
 

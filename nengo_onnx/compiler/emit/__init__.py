@@ -8,44 +8,9 @@ back to its parent's emitter. An emitter may come with a ``supports(op)`` check
 in Python instead.
 """
 
-import warnings
+from nengo_onnx.compiler.emit.registry import EMITTERS, emit, emitter, find_emitter
 
-EMITTERS = {}
-
-
-def emitter(*op_types, supports=None):
-    """Register ``fn(op, ctx)`` as the emitter for ``op_types``."""
-
-    def register(fn):
-        for op_type in op_types:
-            if op_type in EMITTERS:
-                warnings.warn(f"Type '{op_type.__name__}' already has an emitter. Overwriting.")
-            EMITTERS[op_type] = (fn, supports)
-        return fn
-
-    return register
-
-
-def find_emitter(op):
-    """The emitter for ``op``, or ``None`` with the reason it has none."""
-    for cls in type(op).__mro__:
-        if cls in EMITTERS:
-            fn, supports = EMITTERS[cls]
-            reason = supports(op) if supports is not None else None
-            return (None, reason) if reason else (fn, None)
-    return None, f"no ONNX emitter for {type(op).__name__}"
-
-
-def emit(op, ctx):
-    fn, reason = find_emitter(op)
-    if fn is None:
-        from nengo.exceptions import BuildError  # noqa: PLC0415
-
-        raise BuildError(f"Cannot emit {op}: {reason}")
-    ctx.op = op
-    ctx.graph.doc = str(op)
-    fn(op, ctx)
-    ctx.graph.doc = None
+__all__ = ["EMITTERS", "emit", "emitter", "find_emitter"]
 
 
 def _load_emitters():

@@ -13,8 +13,8 @@ from nengo.builder.operator import (
 
 from nengo.builder.probe import SimProbe
 
-from nengo_onnx.compiler.graph import FeedInput
-from nengo_onnx.compiler.emit import emitter
+from nengo_onnx.compiler.operators import FeedInput
+from nengo_onnx.compiler.emit.registry import emitter
 
 
 @emitter(TimeUpdate)

@@ -17,6 +17,7 @@ import numpy as np
 from nengo.exceptions import BuildError
 
 from nengo_onnx.compiler.signals import view_indices
+from nengo_onnx.config import Settings
 
 
 def _contiguous(idx):
@@ -39,6 +40,9 @@ class EmitContext:
         Where nodes and initializers go.
     signals : SignalPlan
         Compile-time facts about the model's signals (names, batching, values).
+    settings : Settings or None
+        The network's validated settings (`nengo_onnx.config.settings_of`);
+        ``None`` means the defaults.
     """
 
     def __init__(self, graph, signals, dtype, minibatch_size, dt, n_steps=1, training=False,
@@ -46,8 +50,10 @@ class EmitContext:
         self.graph = graph
         # training graphs replace spiking neurons by their rate forms (NengoDL's way)
         self.training = training
-        # nengo-onnx settings of the network (lif_smoothing, spiking_gradient, ...)
-        self.settings = settings if settings is not None else {}
+        # parsed once, by settings_of: emitters read its attributes, never raw values
+        if settings is not None and not isinstance(settings, Settings):
+            raise TypeError(f"settings must be a nengo_onnx.config.Settings (got {settings!r})")
+        self.settings = Settings() if settings is None else settings
         self.signals = signals
         self.dtype = np.dtype(dtype)
         self.B = minibatch_size

@@ -2,11 +2,9 @@
 
 import numpy as np
 
-from nengo_onnx.passes.merge_synapses import LinearFilterGroup
-from nengo_onnx.passes.reset_incs import SetMixin
-
-from nengo_onnx.compiler.emit import EMITTERS, emitter
+from nengo_onnx.compiler.emit.registry import EMITTERS, emitter
 from nengo_onnx.compiler.emit.context import view_indices
+from nengo_onnx.compiler.operators import LinearFilterGroup, SetMixin
 
 
 def _parent_emitter(op):

@@ -10,7 +10,7 @@ of ``[B, m, 1]`` and ``[B, 1, n]`` (no Einsum: it has no gradient builder).
 
 from nengo.builder.learning_rules import SimBCM, SimOja, SimPES, SimRLS, SimVoja
 
-from nengo_onnx.compiler.emit import emitter
+from nengo_onnx.compiler.emit.registry import emitter
 
 
 def _column(ctx, value, n):

@@ -14,15 +14,18 @@ conversion from ``rate_out`` to spikes; only the second is emitted here as the
 spiking type, so in training it becomes ``amplitude * rate_out``.
 """
 
-import numbers
-
 import numpy as np
 from nengo import neurons as nn
 from nengo.builder.neurons import SimNeurons
 from scipy.special import gammaln
 
-from nengo_onnx.compiler.emit.surrogates import lif_rate as lif_rate_op, spiking, spiking_gradient
-from nengo_onnx.compiler.emit import emitter
+from nengo_onnx.compiler.emit.surrogates import (
+    lif_rate as lif_rate_op,
+    lif_smoothing,
+    spiking,
+    spiking_gradient,
+)
+from nengo_onnx.compiler.emit.registry import emitter
 
 NEURON_EMITTERS = {}
 TRAINING_EMITTERS = {}
@@ -516,9 +519,9 @@ def emit_lif_training(neurons, ctx, J, state):
     mode = spiking_gradient(ctx)
     if mode is not None:
         return spiking(ctx, neurons, emit_lif, J, state, mode, name="LIF")
-    sigma = ctx.settings.get("lif_smoothing")
-    if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool) and sigma > 0:
-        rate = soft_lif_rate(ctx, neurons, J, float(sigma))
+    sigma = lif_smoothing(ctx)
+    if sigma is not None:
+        rate = soft_lif_rate(ctx, neurons, J, sigma)
         return _mul(ctx, rate, _param(ctx, neurons.amplitude)), {}
     return _lif_rate_training(neurons, ctx, J)
 

@@ -14,8 +14,8 @@ from onnx import NodeProto, TensorProto, helper
 
 from nengo_onnx.compiler.onnx_graph import onnx_dtype
 from nengo_onnx.onnx_node import SimOnnx
+from nengo_onnx.compiler.emit.registry import emitter
 from nengo_onnx.compiler.names import sanitize
-from nengo_onnx.compiler.emit import emitter
 
 
 def _subgraphs(node):

@@ -10,7 +10,7 @@ import numpy as np
 from nengo.builder.processes import SimProcess
 from nengo.synapses import LinearFilter, Triangle
 
-from nengo_onnx.compiler.emit import emitter
+from nengo_onnx.compiler.emit.registry import emitter
 
 
 def _supports(op):

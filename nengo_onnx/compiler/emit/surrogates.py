@@ -56,31 +56,20 @@ from nengo_onnx import ort_setup as _ort
 #: Domain of the spiking functions in training graphs.
 DOMAIN = "nengo.ops"
 
-#: Values of the ``spiking_gradient`` setting.
-SPIKING_GRADIENTS = (None, "rate", "surrogate")
-
 #: SoftLIF (and softplus) smoothing of the ``"surrogate"`` gradient when
 #: ``lif_smoothing`` is not set, in units of the input current ``J``.
 DEFAULT_SIGMA = 0.05
 
 
 def spiking_gradient(ctx):
-    """The ``spiking_gradient`` setting of the graph being emitted (checked)."""
-    value = ctx.settings.get("spiking_gradient")
-    if value not in SPIKING_GRADIENTS:
-        raise ValidationError(
-            f"spiking_gradient must be one of {SPIKING_GRADIENTS} (got {value!r})",
-            attr="spiking_gradient")
-    return value
+    """The ``spiking_gradient`` setting of the graph being emitted (validated by
+    `nengo_onnx.config.Settings`): None, ``"rate"`` or ``"surrogate"``."""
+    return ctx.settings.spiking_gradient
 
 
 def lif_smoothing(ctx):
-    """The ``lif_smoothing`` setting as a positive float, or None."""
-    sigma = ctx.settings.get("lif_smoothing")
-    if isinstance(sigma, (int, float, np.floating)) and not isinstance(sigma, bool) \
-            and sigma > 0:
-        return float(sigma)
-    return None
+    """The ``lif_smoothing`` setting (validated): a positive float, or None."""
+    return ctx.settings.lif_smoothing
 
 
 # -- derivatives ---------------------------------------------------------------------------

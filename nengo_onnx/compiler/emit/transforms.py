@@ -24,7 +24,7 @@ import numpy as np
 from nengo.builder.transforms import ConvInc, ConvTransposeInc, calc_gradx_pad, calc_pad
 from nengo.exceptions import BuildError
 
-from nengo_onnx.compiler.emit import emitter
+from nengo_onnx.compiler.emit.registry import emitter
 
 
 def _supports(op):

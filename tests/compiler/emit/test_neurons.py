@@ -13,10 +13,10 @@ from nengo.dists import Choice, Uniform
 from nengo.tests.test_neurons import SpikingTanh
 
 import nengo_onnx
-from nengo_onnx.config import Settings
 from nengo_onnx import ort_setup as _ort
 from nengo_onnx.compiler.block import emit_block
 from nengo_onnx.compiler.emit.context import EmitContext
+from nengo_onnx.config import Settings
 from nengo_onnx.compiler.emit.neurons import lif_rate, rate_form, soft_lif_rate
 from nengo_onnx.compiler.onnx_graph import GraphBuilder
 from nengo_onnx.passes.unroll import unroll, unrolled_order
@@ -338,7 +338,7 @@ def neuron_block(neuron_type, J, training=True, settings=None, dtype=np.float32)
         order = unrolled_order(unroll(program.step_operators(), steps))
         block = emit_block(order, program.signals, n_steps=steps, minibatch_size=B, dtype=dtype,
                            dt=program.dt, probes=program.probe_signals, training=training,
-                           settings=Settings(**(settings or {})))
+                           settings=settings)
         feeds = {name: sim.runtime.store[base] for base, name in block.state_inputs}
         feeds = {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in feeds.items()}
         key = program.inputs[u]
@@ -459,18 +459,18 @@ def test_soft_lif_training():
     nt = nengo.LIF(amplitude=0.5)
     J = currents(2, 16)
     for sigma in (1.0, 0.05):
-        out, _, _, _ = neuron_block(nt, J, settings={"lif_smoothing": sigma})
+        out, _, _, _ = neuron_block(nt, J, settings=Settings(lif_smoothing=sigma))
         assert np.all(np.isfinite(out))
         assert np.allclose(out, soft_lif_reference(J, sigma, amplitude=0.5),
                            rtol=1e-4, atol=1e-4)
     # small sigma: the LIF rate, away from the threshold
-    out, _, _, _ = neuron_block(nt, J, settings={"lif_smoothing": 1e-4})
+    out, _, _, _ = neuron_block(nt, J, settings=Settings(lif_smoothing=1e-4))
     rates = expected_rates(nengo.LIFRate(amplitude=0.5), J)
     far = np.abs(J - 1) > 0.01
     assert np.allclose(out[far], rates[far], rtol=1e-3, atol=1e-2)
     assert np.all(out[~far] < 0.5 * 60)  # near threshold, small (LIF rate 0 to ~40 Hz)
     # lif_smoothing unset, or None: plain LIFRate
-    for settings in (None, {"lif_smoothing": None}):
+    for settings in (None, Settings(lif_smoothing=None)):
         out, _, _, _ = neuron_block(nt, J, settings=settings)
         assert np.allclose(out, rates, rtol=1e-5, atol=1e-4)
 
