@@ -33,3 +33,20 @@ def set_param_value(sim, param, value):
     base = np.array(sim.program.params.value(sig.base))
     trainable.write(base, sig, np.asarray(value).reshape(sig.shape))
     sim.program.params.set(sig.base, base)
+
+
+def finite_differences(sim, data, param, objective=None, n=5, eps=1e-5):
+    """Central differences of ``sim.loss`` (float64) for the first ``n`` elements of
+    ``param`` (the parameter's value is restored afterwards)."""
+    value = param_value(sim, param).ravel()
+    result = np.zeros(min(n, value.size))
+    for i in range(result.size):
+        losses = []
+        for sign in (1, -1):
+            v = value.copy()
+            v[i] += sign * eps
+            set_param_value(sim, param, v)
+            losses.append(sim.loss(data, objective=objective))
+        result[i] = (losses[0] - losses[1]) / (2 * eps)
+    set_param_value(sim, param, value)
+    return result

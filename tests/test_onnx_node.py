@@ -12,7 +12,6 @@ from onnx.reference import ReferenceEvaluator
 import nengo_onnx
 from nengo_onnx import optimizers
 from nengo_onnx.compiler import trainable
-from nengo_onnx.training import train as training
 from tests.helpers import gradients, param_value, set_param_value
 
 FLOAT = TensorProto.FLOAT

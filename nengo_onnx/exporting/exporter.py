@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np

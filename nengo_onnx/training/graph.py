@@ -9,6 +9,7 @@ bugs (`nengo_onnx.training.ort_fixes`) and builds a ``Module`` on its own
 """
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,10 +22,13 @@ from nengo_onnx import ort_setup as _ort
 from nengo_onnx.compiler import trainable
 from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET, GraphBuilder
 from nengo_onnx.training.cleanup import simplify
+from nengo_onnx.compiler.signals import view_indices
 from nengo_onnx.training.ort_fixes import (
     check_differentiable,
+    gradient_reach,
     prepare_for_gradients,
     reachable_initializers,
+    training_session_options,
 )
 
 #: The training graph's input that scales the objectives (a window's share of the steps).
@@ -146,13 +150,13 @@ def add_loss(model, block, terms, names, batch, param_names=()):
     return target_inputs
 
 
-def _reach_params(model, param_names):
-    """Add ``0 * sum(P)`` to the loss for each parameter ``P`` that `simplify` showed
-    it does not depend on (as `add_loss` does for the others)."""
+def _reach_params(model, param_names, unreached):
+    """Add ``0 * sum(P)`` to the loss for each parameter ``P`` named in ``unreached``
+    (no gradient reaches it, e.g. `simplify` showed the loss does not depend on it,
+    or only through spikes: onnxruntime-training refuses such parameters)."""
     graph = model.graph
     inits = {init.name for init in graph.initializer}
-    reach = reachable_initializers(model, graph.output[0].name)
-    unreached = [name for name in param_names if name in inits and name not in reach]
+    unreached = [name for name in param_names if name in inits and name in unreached]
     if not unreached:
         return
     g = GraphBuilder(name="reach", opset=DEFAULT_OPSET)
@@ -182,6 +186,7 @@ class Compiled:
     session: object = None  # no trainable parameters: forward and loss only
     checkpoint: object = None  # the CheckpointState holding the parameters
     params: tuple = ()
+    unreached: frozenset = frozenset()  # the `Param` objects no gradient reaches
 
     def __call__(self, feeds):
         if self.module is not None:
@@ -222,7 +227,11 @@ def compile_window(program, n_steps, terms, param_names, session_options=None, c
     if not keep_state:
         del model.graph.output[2:]
     simplify(model, param_names)
-    _reach_params(model, param_names)
+    atoms = _atoms(program, param_names)
+    reached = gradient_reach(model, atoms)
+    unreached = {param for param in atoms if param not in reached}
+    _reach_params(model, param_names, [name for name in param_names if not any(
+        atoms[param][0] == name for param in reached)])
     prepare_for_gradients(model, param_names)
     check_differentiable(model, param_names, terms)
     input_names = [i.name for i in model.graph.input]
@@ -233,9 +242,20 @@ def compile_window(program, n_steps, terms, param_names, session_options=None, c
         compiled.session = _ort.inference_session(model.SerializeToString(),
                                                   threads=program.threads)
     else:
-        compiled.module, compiled.checkpoint = _build_module(
-            program, model, tuple(param_names), session_options, terms)
+        forced = set()
+        while True:
+            try:
+                compiled.module, compiled.checkpoint = _build_module(
+                    program, model, tuple(param_names), session_options, terms)
+                break
+            except _Unreachable as err:  # a path that `gradient_reach` saw, onnxruntime not
+                if err.name not in param_names or err.name in forced:
+                    raise
+                forced.add(err.name)
+                unreached.update(p for p, (name, _) in atoms.items() if name == err.name)
+                _reach_params(model, param_names, [err.name])
         compiled.params = tuple(param_names)
+        compiled.unreached = frozenset(unreached)
         compiled.input_names = list(compiled.module.input_names())
     if cache:
         while len(cached) >= MAX_CACHED:  # e.g. a new lambda objective per call
@@ -256,6 +276,26 @@ def _add_missing_params(program, model, param_names):
             model.graph.initializer.append(numpy_helper.from_array(value, name))
 
 
+def _atoms(program, param_names):
+    """``{Param: (base name, flat indices of its elements)}`` of the trained bases."""
+    names = set(param_names)
+    atoms = {}
+    for param in trainable.trainable_params(program):
+        sig = param.signal(program.model)
+        name = program.names.signal(sig.base)
+        if name in names:
+            atoms[param] = (name, view_indices(sig).ravel())
+    return atoms
+
+
+class _Unreachable(SimulationError):
+    """onnxruntime-training refuses a parameter that no gradient reaches."""
+
+    def __init__(self, msg, name):
+        super().__init__(msg)
+        self.name = name
+
+
 def _build_module(program, model, names, session_options, terms):
     ort_training = _ort.import_training()
     tmp = tempfile.mkdtemp(prefix="nengo_onnx_train_")
@@ -266,6 +306,9 @@ def _build_module(program, model, names, session_options, terms):
                 optimizer=None, artifact_directory=tmp)
         except Exception as err:  # noqa: BLE001
             objectives = ", ".join(t.name for t in terms)
+            match = re.search(r"partial derivative for '(.+?)' as it's unreachable", str(err))
+            if match:
+                raise _Unreachable(str(err), match.group(1)) from err
             raise SimulationError(
                 f"onnxruntime-training could not build the gradient graph of the "
                 f"objectives ({objectives}): {err}") from err
@@ -274,7 +317,8 @@ def _build_module(program, model, names, session_options, terms):
         # accumulate into buffers that ``state.parameters[...].grad`` no longer shows
         state = ort_training.api.CheckpointState.load_checkpoint(
             os.path.join(tmp, "checkpoint"))
-        so = session_options or _ort.session_options(threads=program.threads)
+        so = training_session_options(
+            session_options or _ort.session_options(threads=program.threads))
         try:
             module = ort_training.api.Module(os.path.join(tmp, "training_model.onnx"), state,
                                              session_options=so)

@@ -46,7 +46,7 @@ from nengo.utils.progress import Progress, ProgressTracker
 
 from nengo_onnx import ort_setup
 from nengo_onnx.compiler import trainable
-from nengo_onnx.compiler.params import describe, param_groups
+from nengo_onnx.compiler.params import ParamGroup, describe, param_groups
 from nengo_onnx.files import write_atomically
 from nengo_onnx.objectives import mse, objective_name, takes_targets
 from nengo_onnx.optimizers import Optimizer
@@ -329,6 +329,7 @@ def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, sum
         compiled = {n: compile_window(sim.program, n, data.terms, names, session_options=so,
                                       cache=not profile, keep_state=len(windows) > 1)
                     for n in sorted({n for _, n in windows})}
+        groups = _without_unreached(sim.program, groups, compiled.values())
         history = _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled,
                               groups, writer, tags)
     finally:
@@ -339,6 +340,32 @@ def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, sum
         gc.collect()
         _write_profile(profile_dir, PROFILE_FILE if profile is True else os.fspath(profile))
     return history
+
+
+def _without_unreached(program, groups, compiled):
+    """``groups`` without the elements of the parameters that no gradient reaches (in
+    any window length); warns once, naming them. They keep their values."""
+    unreached = frozenset.intersection(*[c.unreached for c in compiled]) if compiled else ()
+    if not unreached:
+        return groups
+    params = [p for p in trainable.trainable_params(program) if p in unreached]
+    warnings.warn(
+        "no gradient of the objective reaches these parameters, so training leaves them "
+        "unchanged (e.g. Izhikevich neurons have no rate form to differentiate, or the "
+        "objective's probes do not depend on them): "
+        + ", ".join(f"{p.key} of {p.obj}" for p in params), stacklevel=4)
+    result = []
+    for grp in groups:
+        sigs = [p.signal(program.model) for p in params
+                if p.signal(program.model).base is grp.base]
+        if not sigs:
+            result.append(grp)
+            continue
+        mask = ~trainable.element_mask(grp.base, sigs)
+        if grp.mask is not None:
+            mask &= grp.mask
+        result.append(ParamGroup(grp.base, grp.name, mask))
+    return result
 
 
 class Parameters:

@@ -13,7 +13,7 @@ from nengo_onnx import objectives, optimizers
 from nengo_onnx.compiler import trainable
 from nengo_onnx.training import summaries
 from nengo_onnx.training import train as training
-from tests.helpers import gradients, param_value, set_param_value
+from tests.helpers import finite_differences, gradients
 
 
 def feedforward(d=2, n_neurons=20, neuron_type=None, synapse=None, seed=0):
@@ -96,22 +96,6 @@ def grad_net(synapse, recurrent, seed=0):
         nengo.Connection(net.ens, out, synapse=synapse)
         net.p = nengo.Probe(out)
     return net
-
-
-def finite_differences(sim, data, param, n=5, eps=1e-5):
-    """Central differences of sim.loss (float64) for the first ``n`` elements of ``param``."""
-    value = param_value(sim, param).ravel()
-    result = np.zeros(min(n, value.size))
-    for i in range(result.size):
-        losses = []
-        for sign in (1, -1):
-            v = value.copy()
-            v[i] += sign * eps
-            set_param_value(sim, param, v)
-            losses.append(sim.loss(data))
-        result[i] = (losses[0] - losses[1]) / (2 * eps)
-    set_param_value(sim, param, value)
-    return result
 
 
 @pytest.mark.parametrize("synapse, recurrent, truncation", [
