@@ -15,6 +15,9 @@ and what is done about them before ``generate_artifacts`` sees a graph:
   (C_grad)``. Such Concats become ``Add(constant parts, Pad(computed parts))``.
 * Ops without a gradient builder (and ``If``/``Loop``/``Scan``, which can abort
   the process) on the gradient path are reported before onnxruntime sees them.
+* ``GemmSumFusion`` (a graph optimizer of the training session) fails with
+  ``gemm_input_edge.src_arg_index < 2 was false`` on gradient graphs: it is
+  disabled in training sessions (`training_session_options`).
 """
 
 import re
@@ -34,6 +37,17 @@ NO_GRADIENT = {
     "Elu", "Selu", "Softsign", "HardSigmoid", "ReduceMax", "ReduceMin", "ReduceProd",
     "ArgMax", "ArgMin", "Scan", "Loop", "If",
 }
+
+
+def training_session_options(so):
+    """``so`` (``SessionOptions``), made fit for a training ``Module``; returns it."""
+    # Works around onnxruntime 1.19's GemmSumFusion, which checks the producer's output slot
+    # (src_arg_index < 2) where it means the Gemm's input slot and so aborts when a gradient
+    # Gemm reads output 2+ of a SplitTraining (the gradient of a probe of n_steps >= 3) and
+    # meets a second gradient in a two-input Sum (two objectives): disabling the fusion costs
+    # one Add, where avoiding the pattern would mean rewriting what the gradient builder makes.
+    so.add_session_config_entry("optimization.disable_specified_optimizers", "GemmSumFusion")
+    return so
 
 
 def check_differentiable(model, param_names, terms):

@@ -21,7 +21,8 @@ from . import _ort, trainable
 from .compiler import emit_block
 from .config import get_setting
 from .onnx_graph import DEFAULT_OPSET, GraphBuilder
-from .ort_fixes import check_differentiable, prepare_for_gradients, reachable_initializers
+from .ort_fixes import (check_differentiable, prepare_for_gradients, reachable_initializers,
+                        training_session_options)
 from .passes.unroll import unroll, unrolled_order
 from .signals import sanitize
 from .training_cleanup import simplify
@@ -309,7 +310,8 @@ def _build_module(sim, model, names, session_options, terms):
         # accumulate into buffers that ``state.parameters[...].grad`` no longer shows
         state = ort_training.api.CheckpointState.load_checkpoint(
             os.path.join(tmp, "checkpoint"))
-        so = session_options or _ort.session_options(threads=sim.runtime.threads)
+        so = training_session_options(
+            session_options or _ort.session_options(threads=sim.runtime.threads))
         try:
             module = ort_training.api.Module(os.path.join(tmp, "training_model.onnx"), state,
                                              session_options=so)

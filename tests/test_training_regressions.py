@@ -1,0 +1,115 @@
+"""Regression tests for training failures found by trying networks as users build them
+(issue 8)."""
+
+import numpy as np
+import pytest
+import nengo
+
+import nengo_onnx
+from nengo_onnx import objectives, optimizers, trainable, training
+from nengo_onnx.params import param_groups
+
+
+class Recorder(optimizers.Optimizer):
+    """An optimizer that keeps the gradients `train` applies and changes nothing."""
+
+    def __init__(self):
+        super().__init__(0.0)
+        self.grads = {}
+
+    def update(self, key, grad, var, lr):
+        self.grads[key] = np.array(grad, dtype=np.float64)
+
+
+def applied_gradients(sim, data, objective=None):
+    """``{Param: gradient}`` that one `train` step (all data in one minibatch) applies."""
+    recorder = Recorder()
+    sim.train(data, recorder, objective=objective, shuffle=False)
+    by_base = {grp.base: recorder.grads[grp.name] for grp in param_groups(sim)}
+    return {p: trainable.read(sim.signals, p.signal(sim.model), by_base[p.signal(sim.model).base])
+            for p in trainable.trainable_params(sim)}
+
+
+def finite_differences(sim, data, param, objective=None, n=4, eps=1e-5):
+    """Central differences of ``sim.loss`` (float64) for the first ``n`` elements of ``param``."""
+    sig = param.signal(sim.model)
+    base = trainable.base_value(sim.signals, sig.base)
+    value = trainable.read(sim.signals, sig).ravel()
+    result = np.zeros(min(n, value.size))
+    for i in range(result.size):
+        losses = []
+        for sign in (1, -1):
+            new = base.copy()
+            v = value.copy()
+            v[i] += sign * eps
+            trainable.write(new, sig, v.reshape(sig.shape))
+            sim.signals.values[sig.base] = new
+            training.refresh(sim)
+            losses.append(sim.loss(data, objective=objective))
+        result[i] = (losses[0] - losses[1]) / (2 * eps)
+    sim.signals.values[sig.base] = base
+    training.refresh(sim)
+    return result
+
+
+def check_against_finite_differences(sim, data, objective=None):
+    fds = {p: finite_differences(sim, data, p, objective)
+           for p in trainable.trainable_params(sim)}
+    grads = applied_gradients(sim, data, objective)
+    assert set(grads) == set(fds)
+    for param, fd in fds.items():
+        grad = grads[param].ravel()[:fd.size]
+        scale = np.max(np.abs(fd))
+        assert np.allclose(grad, fd, rtol=2e-3, atol=1e-4 * scale + 1e-9), (
+            param.name, grad, fd)
+
+
+# -- item 1: two objectives, one probe reached without a synapse, one on the neurons ----------
+
+
+def two_probe_net(probe_kind, neuron_type=None, dtype=None):
+    with nengo.Network(seed=0) as net:
+        if dtype is not None:
+            nengo_onnx.configure_settings(dtype=dtype)
+        net.a = nengo.Node([0])
+        net.e = nengo.Ensemble(5, 1, neuron_type=neuron_type or nengo.LIF())
+        nengo.Connection(net.a, net.e)
+        if probe_kind == "probe":
+            net.p = nengo.Probe(net.e)
+        else:
+            out = nengo.Node(size_in=1)
+            nengo.Connection(net.e, out, synapse=None)
+            net.p = nengo.Probe(out)
+        net.pn = nengo.Probe(net.e.neurons)
+    return net
+
+
+def mse_and_rates(outputs, targets):
+    return objectives.mse(outputs[0], targets[0]) + objectives.Regularize()(outputs[1])
+
+
+@pytest.mark.parametrize("probe_kind", ["probe", "connection"])
+@pytest.mark.parametrize("tuple_key", [False, True])
+@pytest.mark.parametrize("n_steps", [3, 5])
+def test_mse_with_rate_regularizer_trains(probe_kind, tuple_key, n_steps):
+    """onnxruntime's GemmSumFusion failed on these gradient graphs (n_steps >= 3)."""
+    net = two_probe_net(probe_kind)
+    objective = ({(net.p, net.pn): mse_and_rates} if tuple_key
+                 else {net.p: objectives.mse, net.pn: objectives.Regularize()})
+    data = {net.a: np.ones((2, n_steps, 1)), net.p: np.ones((2, n_steps, 1))}
+    if tuple_key:  # a tuple key takes targets for each of its probes
+        data[net.pn] = np.zeros((2, n_steps, 5))
+    with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        bias = np.array(sim.data[net.e].bias)
+        history = sim.train(data, optimizers.SGD(1e-6), objective=objective)
+        assert np.isfinite(history["loss"][0])
+        assert not np.array_equal(sim.data[net.e].bias, bias)
+
+
+def test_mse_with_rate_regularizer_gradients():
+    net = two_probe_net("probe", neuron_type=nengo.LIFRate(amplitude=0.01), dtype="float64")
+    rng = np.random.RandomState(1)
+    data = {net.a: rng.uniform(-1, 1, (2, 4, 1)), net.p: rng.uniform(-1, 1, (2, 4, 1))}
+    objective = {net.p: objectives.mse, net.pn: objectives.Regularize(weight=0.1)}
+    with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        check_against_finite_differences(sim, data, objective)
