@@ -18,6 +18,9 @@ and what is done about them before ``generate_artifacts`` sees a graph:
 * ``GemmSumFusion`` (a graph optimizer of the training session) fails with
   ``gemm_input_edge.src_arg_index < 2 was false`` on gradient graphs: it is
   disabled in training sessions (`training_session_options`).
+* The gradient of ``Where`` is not reduced over the dimensions along which a
+  value input was broadcast (a wrong shape: a failing ``Reshape`` or a wrong
+  gradient). Such inputs are expanded to the output's shape first.
 """
 
 import re
@@ -145,6 +148,12 @@ def prepare_for_gradients(model, param_names):
        and merges constants) fail with ``Duplicate definition of name (C_grad)``:
        a Concat of constant and computed parts becomes ``Add(Concat(constant
        parts, zeros), Pad(computed part), ...)``.
+    5. The gradient of ``Where`` is ``Where(cond, dY, 0)`` for each value input,
+       not summed over the dimensions along which that input was broadcast, so
+       a broadcast input on the gradient path gets a gradient of the wrong shape
+       (``Reshape`` fails in the train step, or the gradient is silently wrong).
+       Such inputs are expanded to the output's shape (``Expand``'s gradient is
+       the reduction).
     """
     graph = model.graph
     inferred = shape_inference.infer_shapes(model).graph
@@ -156,6 +165,7 @@ def prepare_for_gradients(model, param_names):
             if shape is not None:
                 node.attribute.append(
                     helper.make_attribute("perm", list(range(len(shape)))[::-1]))
+    _expand_where_inputs(model, shapes, param_names)
     _unfuse_slices(model, shapes)
     _split_constant_concats(model, shapes, floats, param_names)
     nodes, counter = [], 0
@@ -173,6 +183,29 @@ def prepare_for_gradients(model, param_names):
     if counter:
         del graph.node[:]
         graph.node.extend(nodes)
+
+
+def _expand_where_inputs(model, shapes, param_names):
+    graph = model.graph
+    dependent = set(param_names)
+    nodes = []
+    for node in graph.node:
+        if any(name in dependent for name in _all_inputs(node)):
+            dependent.update(node.output)
+        if node.op_type == "Where":
+            out_shape = shapes.get(node.output[0])
+            for i in (1, 2):
+                name = node.input[i]
+                if (name in dependent and out_shape is not None and None not in out_shape
+                        and shapes.get(name) != out_shape):
+                    expanded = f"{node.output[0]}.expand{i}"
+                    nodes.append(helper.make_node(
+                        "Expand", [name, _shape_const(graph, out_shape)], [expanded],
+                        name=f"n_{expanded}"))
+                    node.input[i] = expanded
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _float_values(graph):

@@ -1,5 +1,5 @@
 """Regression tests for training failures found by trying networks as users build them
-(issue 8)."""
+(issue 8, items 1, 3 and 4)."""
 
 import numpy as np
 import pytest
@@ -113,3 +113,66 @@ def test_mse_with_rate_regularizer_gradients():
     objective = {net.p: objectives.mse, net.pn: objectives.Regularize(weight=0.1)}
     with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
         check_against_finite_differences(sim, data, objective)
+
+
+# -- item 3: gradients through every synapse type ------------------------------------------
+
+
+SYNAPSES = {
+    "None": None,
+    "Lowpass": nengo.Lowpass(0.005),
+    "Lowpass(0)": nengo.Lowpass(0),
+    "Alpha": nengo.Alpha(0.004),
+    "Triangle": nengo.synapses.Triangle(0.004),
+    "LinearFilter": nengo.LinearFilter([0.002, 1], [1e-5, 0.007, 1]),  # D != 0, 2 states
+    "discrete LinearFilter": nengo.LinearFilter([0.2, 0.1], [1, -0.6], analog=False),
+}
+
+
+def synapse_net(synapse, recurrent, neuron_type=None, n_neurons=8, seed=0):
+    with nengo.Network(seed=seed) as net:
+        nengo_onnx.configure_settings(dtype="float64")  # exact finite differences
+        net.inp = nengo.Node(np.zeros(2))
+        net.ens = nengo.Ensemble(n_neurons, 2,
+                                 neuron_type=neuron_type or nengo.LIFRate(amplitude=0.01))
+        out = nengo.Node(size_in=2)
+        nengo.Connection(net.inp, net.ens, synapse=None, transform=[[1, 0.5], [0, 1]])
+        if recurrent:
+            rng = np.random.RandomState(seed)
+            nengo.Connection(net.ens.neurons, net.ens.neurons, synapse=synapse,
+                             transform=rng.uniform(-0.2, 0.2, (n_neurons, n_neurons)))
+            nengo.Connection(net.ens, out, synapse=None)
+        else:
+            nengo.Connection(net.ens, out, synapse=synapse)
+        net.p = nengo.Probe(out)
+    return net
+
+
+@pytest.mark.parametrize("recurrent", [False, True], ids=["feedforward", "recurrent"])
+@pytest.mark.parametrize("synapse", list(SYNAPSES), ids=list(SYNAPSES))
+def test_synapse_gradients_match_finite_differences(synapse, recurrent):
+    if recurrent and synapse == "None":
+        pytest.skip("a recurrent connection without a synapse is an algebraic loop")
+    net = synapse_net(SYNAPSES[synapse], recurrent)
+    rng = np.random.RandomState(2)
+    x = rng.uniform(-1, 1, (2, 6, 2))
+    data = {net.inp: x, net.p: x**2}
+    with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        check_against_finite_differences(sim, data)
+
+
+def test_recurrent_triangle_trains():
+    """The issue's network: the train step failed in a Reshape of the Where gradient."""
+    with nengo.Network(seed=0) as net:
+        a = nengo.Node([0])
+        e = nengo.Ensemble(12, 1, neuron_type=nengo.RectifiedLinear())
+        nengo.Connection(a, e)
+        conn = nengo.Connection(e.neurons, e.neurons, synapse=nengo.synapses.Triangle(0.01),
+                                transform=np.eye(12) * 0.01)
+        p = nengo.Probe(e)
+    data = {a: np.ones((4, 12, 1)), p: np.ones((4, 12, 1))}
+    with nengo_onnx.Simulator(net, minibatch_size=4, progress_bar=False) as sim:
+        weights = np.array(sim.data[conn].weights)
+        history = sim.train(data, optimizers.SGD(1e-4))
+        assert np.isfinite(history["loss"][0])
+        assert not np.array_equal(sim.data[conn].weights, weights)
