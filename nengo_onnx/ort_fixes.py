@@ -21,6 +21,10 @@ and what is done about them before ``generate_artifacts`` sees a graph:
 * The gradient of ``Where`` is not reduced over the dimensions along which a
   value input was broadcast (a wrong shape: a failing ``Reshape`` or a wrong
   gradient). Such inputs are expanded to the output's shape first.
+* A parameter that no gradient reaches (only through spikes, e.g. Izhikevich
+  neurons): ``Cannot compute the partial derivative ... unreachable``.
+  `gradient_reach` finds them (per parameter, also in merged signals); the
+  training graph gives them a zero term and training leaves them unchanged.
 """
 
 import re
@@ -376,3 +380,228 @@ def _shape_const(graph, shape):
     if not any(init.name == name for init in graph.initializer):
         graph.initializer.append(numpy_helper.from_array(np.asarray(shape, np.int64), name))
     return name
+
+
+#: Ops through which no gradient flows (onnxruntime's stop-gradient edges on float inputs;
+#: non-float values carry no gradient anyway).
+_NO_GRADIENT_FLOW = {"Range", "RandomUniformLike", "RandomNormalLike", "Bernoulli", "Shape",
+                     "Size", "ConstantOfShape", "EyeLike", "Constant"}
+#: Ops that map an element of each input to the same element of the (broadcast) output.
+_ELEMENTWISE = set("""Add Sub Mul Div Pow Max Min Neg Abs Exp Log Sqrt Tanh Sigmoid Relu
+    Reciprocal Clip Identity Erf Sin Cos Where LeakyRelu Softplus Elu Selu Softsign HardSigmoid
+    Sign Floor Ceil Round Mod Cast""".split())
+
+
+def gradient_reach(model, atoms):
+    """Which of ``atoms`` the gradient of output 0 can reach (element-exact).
+
+    ``atoms`` maps a key to ``(initializer name, flat element indices)`` (e.g. one
+    parameter's view of a merged base). Follows the dependence of every element
+    of every value on the atoms forward through the graph, as bit sets: only
+    float values carry it, comparisons and casts to other types stop it (as in
+    onnxruntime's gradient builder), a product with a value that is always zero
+    there stops it (the ``0 * sum(P)`` terms, block-diagonal merged weights), and
+    slicing, gathering, reshaping, matrix products and elementwise ops keep track
+    of which element comes from where. Ops it does not know mix all elements of
+    their inputs (it may then claim too much, never too little). Returns the set
+    of keys reached.
+    """
+    keys = list(atoms)
+    reached = set()
+    for start in range(0, len(keys), 64):  # one uint64 bit per atom
+        chunk = keys[start:start + 64]
+        bits = _reach_bits(model, {k: atoms[k] for k in chunk}, chunk,
+                           {name for name, _ in atoms.values()})
+        reached.update(k for i, k in enumerate(chunk) if bits >> i & 1)
+    return reached
+
+
+def _reach_bits(model, atoms, order, params):
+    graph = model.graph
+    inferred = shape_inference.infer_shapes(model).graph
+    shapes = value_shapes(inferred)
+    others = {v.name for v in list(inferred.value_info) + list(inferred.output)
+              if v.type.tensor_type.elem_type not in (0, 1, 10, 11, 16)}  # known, not float
+    inits = {init.name: init for init in graph.initializer}
+    taint = {}
+    for i, key in enumerate(order):
+        name, index = atoms[key]
+        shape = list(inits[name].dims)
+        value = taint.get(name)
+        if value is None:
+            value = np.zeros(int(np.prod(shape)), dtype=np.uint64)
+        value.reshape(-1)[np.asarray(index, dtype=np.int64).ravel()] |= np.uint64(1 << i)
+        taint[name] = value.reshape(shape)
+
+    def const(name):  # parameters are no constants: their zeros change in training
+        return (numpy_helper.to_array(inits[name]) if name in inits and name not in params
+                else None)
+
+    # where values are zero whatever the parameters and inputs (e.g. block-diagonal
+    # merged weights); absent: anywhere nonzero
+    nonzero = {}
+    for name, init in inits.items():
+        if name not in params and init.data_type in (1, 10, 11, 16) and np.prod(init.dims) <= 1 << 20:
+            value = numpy_helper.to_array(init) != 0
+            if not value.all():
+                nonzero[name] = value
+    zero = np.zeros((), dtype=np.uint64)
+    for node in graph.node:
+        nz = [nonzero.get(name) if name else None for name in node.input]
+        if any(m is not None for m in nz):
+            for name, value in zip(node.output, _nonzero(node, nz, shapes, const)):
+                if value is not None and not value.all():
+                    nonzero[name] = value
+        ins = [taint.get(name, zero) if name else zero for name in node.input]
+        if not any(np.any(t) for t in ins):
+            continue
+        outs = _propagate(node, ins, nz, shapes, const)
+        for name, value in zip(node.output, outs):
+            if name not in others and value is not None and np.any(value):
+                taint[name] = value
+    return int(np.bitwise_or.reduce(taint.get(graph.output[0].name, zero), axis=None))
+
+
+def _mixed(ins, shape):
+    """Every element depends on every element of every input."""
+    total = np.bitwise_or.reduce([np.bitwise_or.reduce(t, axis=None) for t in ins])
+    return np.broadcast_to(total, shape) if shape is not None and None not in shape else total
+
+
+def _full(value, shapes, name, fill=None):
+    """``value`` with the static shape of graph value ``name`` (a 0-d value is uniform;
+    None is ``fill``)."""
+    if value is None:
+        value = fill
+    shape = shapes.get(name)
+    if np.ndim(value) == 0 and shape is not None and None not in shape:
+        return np.broadcast_to(value, shape)
+    return value
+
+
+def _rearrange(node, ins, shapes, const):
+    """Outputs of ops that only move elements, applied to ``ins`` (full arrays), or None."""
+    op = node.op_type
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    out_shapes = [shapes.get(name) for name in node.output]
+    shape = out_shapes[0]
+    known = shape is not None and None not in shape
+    x = ins[0]
+    if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze") and known:
+        return [x.reshape(shape)]
+    if op in ("Identity", "Neg", "Cast", "Relu", "Abs"):
+        return [x]
+    if op == "Expand" and known:
+        return [np.broadcast_to(x, shape)]
+    if op == "Transpose":
+        return [np.transpose(x, attrs.get("perm", list(range(x.ndim))[::-1]))]
+    if op == "Concat":
+        return [np.concatenate(ins, axis=attrs["axis"])]
+    if op == "Split":
+        axis = attrs.get("axis", 0) % x.ndim
+        return np.split(x, np.cumsum([s[axis] for s in out_shapes])[:-1], axis=axis)
+    if op in ("Gather", "GatherElements") and const(node.input[1]) is not None:
+        index = const(node.input[1]).astype(np.int64)
+        axis = attrs.get("axis", 0) % x.ndim
+        index = np.where(index < 0, index + x.shape[axis], index)
+        if op == "Gather":
+            return [np.take(x, index, axis=axis)]
+        return [np.take_along_axis(x, index, axis=axis)]
+    if op == "Slice" and all(const(n) is not None for n in node.input[1:] if n):
+        starts, ends = const(node.input[1]), const(node.input[2])
+        axes = (const(node.input[3]) if len(node.input) > 3 and node.input[3]
+                else range(len(starts)))
+        steps = (const(node.input[4]) if len(node.input) > 4 and node.input[4]
+                 else [1] * len(starts))
+        index = [slice(None)] * x.ndim
+        for a, s, e, k in zip(axes, starts, ends, steps):
+            index[int(a) % x.ndim] = slice(int(s), int(e), int(k))
+        return [x[tuple(index)]]
+    return None
+
+
+def _nonzero(node, nz, shapes, const):
+    """Where ``node``'s outputs can be nonzero (bool arrays; None: anywhere), from
+    where its inputs can (``nz``)."""
+    op = node.op_type
+    try:
+        full = [_full(m, shapes, name, True) for m, name in zip(nz, node.input)]
+        if op == "Mul":
+            return [np.logical_and(full[0], full[1])]
+        if op in ("Add", "Sub"):
+            return [np.logical_or(full[0], full[1])]
+        if op == "Where":
+            return [np.logical_or(full[1], full[2])]
+        if op == "MatMul" and full[0].ndim >= 2 and full[1].ndim >= 2:
+            return [np.matmul(full[0].astype(np.float32), full[1].astype(np.float32)) > 0]
+        if op not in ("Gather", "GatherElements", "Slice") or nz[0] is not None:
+            moved = _rearrange(node, full, shapes, const)
+            if moved is not None:
+                return moved
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+        pass
+    return [None] * len(node.output)
+
+
+def _propagate(node, ins, nz, shapes, const):
+    """The dependence bits of ``node``'s outputs from those of its inputs (``nz``: where
+    the inputs can be nonzero, see `_nonzero`)."""
+    op = node.op_type
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    out_shapes = [shapes.get(name) for name in node.output]
+    shape = out_shapes[0]
+    known = shape is not None and None not in shape
+    none = np.uint64(0)
+    try:
+        if op in _NO_GRADIENT_FLOW or node.domain in ("", "ai.onnx") and op in (
+                "Not", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual", "Greater",
+                "GreaterOrEqual", "IsInf", "IsNaN", "ArgMax", "ArgMin"):
+            return [None] * len(node.output)
+        if op == "Where":
+            ins, nz = ins[1:], nz[1:]
+        if op not in ("Where", "Neg", "Relu", "Abs", "Identity", "Cast"):
+            full = [_full(t, shapes, name) for t, name in zip(ins, node.input)]
+            moved = _rearrange(node, full, shapes, const)
+            if moved is not None:
+                return moved
+        if op == "MatMul":  # A[i, k] reaches out[i, j] unless B[k, j] is always zero
+            a, b = (_full(t, shapes, name) for t, name in zip(ins, node.input))
+            ma, mb = nz
+            if a.ndim >= 2 and b.ndim >= 2:
+                if mb is None or a.size * b.shape[-1] > 1 << 24:
+                    left = np.bitwise_or.reduce(a, axis=-1, keepdims=True)
+                else:
+                    left = np.bitwise_or.reduce(np.where(mb[..., None, :, :], a[..., None], none),
+                                                axis=-2)
+                if ma is None or b.size * a.shape[-2] > 1 << 24:
+                    right = np.bitwise_or.reduce(b, axis=-2, keepdims=True)
+                else:
+                    right = np.bitwise_or.reduce(
+                        np.where(ma[..., None], b[..., None, :, :], none), axis=-2)
+                value = left | right
+                return [np.broadcast_to(value, shape) if known else value]
+        if op.startswith("Reduce") and ins[0].ndim:
+            axes = (const(node.input[1]) if len(node.input) > 1 and node.input[1]
+                    else attrs.get("axes"))
+            x = _full(ins[0], shapes, node.input[0])
+            if axes is None or len(axes) == 0:
+                if attrs.get("noop_with_empty_axes", 0):
+                    return [x]
+                axes = range(x.ndim)
+            value = np.bitwise_or.reduce(x, axis=tuple(int(a) % x.ndim for a in axes),
+                                         keepdims=True)
+            return [value.reshape(shape) if known else value]
+        if op in _ELEMENTWISE or node.domain not in ("", "ai.onnx"):
+            if op == "Mul":  # d(ab)/da = b: nothing where b is always zero
+                (ta, tb), (ma, mb) = ins, nz
+                value = ((ta if mb is None else np.where(mb, ta, none))
+                         | (tb if ma is None else np.where(ma, tb, none)))
+            else:
+                value = ins[0]
+                for t in ins[1:]:
+                    value = value | t
+            if known and np.broadcast_shapes(np.shape(value), tuple(shape)) == tuple(shape):
+                return [np.broadcast_to(value, shape)] * len(node.output)
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+        pass
+    return [_mixed(ins, s) for s in out_shapes]

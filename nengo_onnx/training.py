@@ -26,6 +26,7 @@ from the initial state, on each minibatch, and evaluates the objectives with
 numpy (the same array-API functions that were traced for training).
 """
 
+import dataclasses
 import gc
 import glob
 import json
@@ -380,6 +381,7 @@ def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, sum
         compiled = {n: compile_window(sim, n, data.terms, names, session_options=so,
                                       cache=not profile, keep_state=len(windows) > 1)
                     for n in sorted({n for _, n in windows})}
+        groups = _without_unreached(sim, groups, compiled.values())
         history = _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled,
                               groups, writer, tags)
     finally:
@@ -391,6 +393,31 @@ def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, sum
         _write_profile(profile_dir, PROFILE_FILE if profile is True else os.fspath(profile))
     refresh(sim, keep_training_graphs=True)
     return history
+
+
+def _without_unreached(sim, groups, compiled):
+    """``groups`` without the elements of the parameters that no gradient reaches (in
+    any window length); warns once, naming them. They keep their values."""
+    unreached = frozenset.intersection(*[c.unreached for c in compiled]) if compiled else ()
+    if not unreached:
+        return groups
+    params = [p for p in trainable.trainable_params(sim) if p in unreached]
+    warnings.warn(
+        "no gradient of the objective reaches these parameters, so training leaves them "
+        "unchanged (e.g. Izhikevich neurons have no rate form to differentiate, or the "
+        "objective's probes do not depend on them): "
+        + ", ".join(f"{p.key} of {p.obj}" for p in params), stacklevel=4)
+    result = []
+    for grp in groups:
+        sigs = [p.signal(sim.model) for p in params if p.signal(sim.model).base is grp.base]
+        if not sigs:
+            result.append(grp)
+            continue
+        mask = ~trainable.element_mask(grp.base, sigs)
+        if grp.mask is not None:
+            mask &= grp.mask
+        result.append(dataclasses.replace(grp, mask=mask))
+    return result
 
 
 class Parameters:

@@ -9,6 +9,7 @@ bugs (`nengo_onnx.ort_fixes`) and builds a ``Module`` on its own
 """
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -20,9 +21,10 @@ from onnx import TensorProto, helper, numpy_helper
 from . import _ort, trainable
 from .compiler import emit_block
 from .config import get_setting
+from .emit.context import view_indices
 from .onnx_graph import DEFAULT_OPSET, GraphBuilder
-from .ort_fixes import (check_differentiable, prepare_for_gradients, reachable_initializers,
-                        training_session_options)
+from .ort_fixes import (check_differentiable, gradient_reach, prepare_for_gradients,
+                        reachable_initializers, training_session_options)
 from .passes.unroll import unroll, unrolled_order
 from .signals import sanitize
 from .training_cleanup import simplify
@@ -161,13 +163,13 @@ def add_loss(model, block, terms, probe_keys, batch, param_names=()):
     return target_inputs
 
 
-def _reach_params(model, param_names):
-    """Add ``0 * sum(P)`` to the loss for each parameter ``P`` that `simplify` showed
-    it does not depend on (as `add_loss` does for the others)."""
+def _reach_params(model, param_names, unreached):
+    """Add ``0 * sum(P)`` to the loss for each parameter ``P`` named in ``unreached``
+    (no gradient reaches it, e.g. `simplify` showed the loss does not depend on it,
+    or only through spikes: onnxruntime-training refuses such parameters)."""
     graph = model.graph
     inits = {init.name for init in graph.initializer}
-    reach = reachable_initializers(model, graph.output[0].name)
-    unreached = [name for name in param_names if name in inits and name not in reach]
+    unreached = [name for name in param_names if name in inits and name in unreached]
     if not unreached:
         return
     g = GraphBuilder(name="reach", opset=DEFAULT_OPSET)
@@ -197,6 +199,7 @@ class Compiled:
     session: object = None  # no trainable parameters: forward and loss only
     checkpoint: object = None  # the CheckpointState holding the parameters
     params: tuple = ()
+    unreached: frozenset = frozenset()  # the `Param` objects no gradient reaches
 
     def __call__(self, feeds):
         if self.module is not None:
@@ -255,7 +258,11 @@ def compile_window(sim, n_steps, terms, param_names, session_options=None, cache
     if not keep_state:
         del model.graph.output[2:]
     simplify(model, param_names)
-    _reach_params(model, param_names)
+    atoms = _atoms(sim, param_names)
+    reached = gradient_reach(model, atoms)
+    unreached = {param for param in atoms if param not in reached}
+    _reach_params(model, param_names, [name for name in param_names if not any(
+        atoms[param][0] == name for param in reached)])
     prepare_for_gradients(model, param_names)
     check_differentiable(model, param_names, terms)
     input_names = [i.name for i in model.graph.input]
@@ -266,9 +273,20 @@ def compile_window(sim, n_steps, terms, param_names, session_options=None, cache
         compiled.session = _ort.inference_session(model.SerializeToString(),
                                                   threads=sim.runtime.threads)
     else:
-        compiled.module, compiled.checkpoint = _build_module(
-            sim, model, tuple(param_names), session_options, terms)
+        forced = set()
+        while True:
+            try:
+                compiled.module, compiled.checkpoint = _build_module(
+                    sim, model, tuple(param_names), session_options, terms)
+                break
+            except _Unreachable as err:  # a path that `gradient_reach` saw, onnxruntime not
+                if err.name not in param_names or err.name in forced:
+                    raise
+                forced.add(err.name)
+                unreached.update(p for p, (name, _) in atoms.items() if name == err.name)
+                _reach_params(model, param_names, [err.name])
         compiled.params = tuple(param_names)
+        compiled.unreached = frozenset(unreached)
         compiled.input_names = list(compiled.module.input_names())
     if cache:
         while len(tstate.compiled) >= MAX_CACHED:  # e.g. a new lambda objective per call
@@ -288,6 +306,26 @@ def _add_missing_params(sim, model, param_names):
             model.graph.initializer.append(numpy_helper.from_array(value, name))
 
 
+def _atoms(sim, param_names):
+    """``{Param: (base name, flat indices of its elements)}`` of the trained bases."""
+    names = set(param_names)
+    atoms = {}
+    for param in trainable.trainable_params(sim):
+        sig = param.signal(sim.model)
+        name = sim.signals.name(sig.base)
+        if name in names:
+            atoms[param] = (name, view_indices(sig).ravel())
+    return atoms
+
+
+class _Unreachable(SimulationError):
+    """onnxruntime-training refuses a parameter that no gradient reaches."""
+
+    def __init__(self, msg, name):
+        super().__init__(msg)
+        self.name = name
+
+
 def _static_bases(sim):
     return [p.signal(sim.model).base for p in trainable.all_params(sim.model, sim.network)]
 
@@ -302,6 +340,9 @@ def _build_module(sim, model, names, session_options, terms):
                 optimizer=None, artifact_directory=tmp)
         except Exception as err:  # noqa: BLE001
             objectives = ", ".join(t.name for t in terms)
+            match = re.search(r"partial derivative for '(.+?)' as it's unreachable", str(err))
+            if match:
+                raise _Unreachable(str(err), match.group(1)) from err
             raise SimulationError(
                 f"onnxruntime-training could not build the gradient graph of the "
                 f"objectives ({objectives}): {err}") from err

@@ -1,6 +1,8 @@
 """Regression tests for training failures found by trying networks as users build them
 (issue 8, items 1, 3 and 4)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import nengo
@@ -176,3 +178,135 @@ def test_recurrent_triangle_trains():
         history = sim.train(data, optimizers.SGD(1e-4))
         assert np.isfinite(history["loss"][0])
         assert not np.array_equal(sim.data[conn].weights, weights)
+
+
+# -- item 4: parameters that no gradient reaches -------------------------------------------
+
+
+NEURON_TYPES = {
+    "LIF": nengo.LIF(amplitude=0.01),
+    "LIFRate": nengo.LIFRate(amplitude=0.01),
+    "RectifiedLinear": nengo.RectifiedLinear(amplitude=0.01),
+    "SpikingRectifiedLinear": nengo.SpikingRectifiedLinear(amplitude=0.01),
+    "Sigmoid": nengo.Sigmoid(),
+    "Tanh": nengo.Tanh(),
+    "Izhikevich": nengo.Izhikevich(),
+    "AdaptiveLIF": nengo.AdaptiveLIF(amplitude=0.01),
+    "AdaptiveLIFRate": nengo.AdaptiveLIFRate(amplitude=0.01),
+    "RegularSpiking": nengo.RegularSpiking(nengo.LIFRate(), amplitude=0.01),
+    "StochasticSpiking": nengo.StochasticSpiking(nengo.RectifiedLinear(), amplitude=0.01),
+    "PoissonSpiking": nengo.PoissonSpiking(nengo.LIFRate(), amplitude=0.01),
+}
+UNREACHED = "no gradient of the objective reaches"
+
+
+def train_recording(sim, data, **kwargs):
+    """``(history, [warning messages about unreached parameters])``."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        history = sim.train(data, optimizers.Adam(0.01), **kwargs)
+    return history, [str(w.message) for w in record if UNREACHED in str(w.message)]
+
+
+def values(sim):
+    return {p: trainable.read(sim.signals, p.signal(sim.model))
+            for p in trainable.trainable_params(sim)}
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+@pytest.mark.parametrize("neuron_type", list(NEURON_TYPES), ids=list(NEURON_TYPES))
+def test_unreached_parameters_are_left_unchanged(neuron_type, optimize):
+    """Izhikevich neurons stay spiking in training (no rate form): nothing upstream of
+    them gets a gradient. The rest trains, also where merged signals mix the two."""
+    with nengo.Network(seed=1) as net:
+        inp = nengo.Node(np.zeros(2))
+        ens = nengo.Ensemble(10, 2, neuron_type=NEURON_TYPES[neuron_type], label="tested")
+        other = nengo.Ensemble(10, 2, neuron_type=nengo.LIFRate(amplitude=0.01), label="other")
+        out = nengo.Node(size_in=2)
+        conn_in = nengo.Connection(inp, ens, transform=[[1, 0.5], [0, 1]], synapse=None)
+        nengo.Connection(inp, other, transform=[[1, 0], [0.5, 1]], synapse=None)
+        nengo.Connection(ens, out, synapse=0.005)
+        nengo.Connection(other, out, synapse=0.005)
+        p = nengo.Probe(out)
+    rng = np.random.RandomState(3)
+    x = rng.uniform(-1, 1, (4, 6, 2))
+    data = {inp: x, p: x**2}
+    with nengo_onnx.Simulator(net, minibatch_size=2, optimize=optimize,
+                              progress_bar=False) as sim:
+        before = values(sim)
+        history, messages = train_recording(sim, data)
+        after = values(sim)
+        assert np.isfinite(history["loss"][0])
+        assert np.isfinite(sim.loss(data))
+    if neuron_type == "Izhikevich":
+        unreached = {p for p in before if p.obj in (ens, ens.neurons, conn_in)}
+        assert {p.key for p in unreached} == {"encoders", "bias", "weights"}
+        assert len(messages) == 1
+        for param in unreached:
+            assert f"{param.key} of {param.obj}" in messages[0]
+        assert "other" not in messages[0]
+    else:
+        unreached = set()
+        assert messages == []
+    for param in before:
+        if param in unreached:
+            assert np.array_equal(after[param], before[param]), param.name
+        else:
+            assert not np.allclose(after[param], before[param]), param.name
+
+
+def test_only_izhikevich_network_trains_nothing_with_one_warning():
+    """The issue's failure: a network of only Izhikevich neurons; nothing to train."""
+    with nengo.Network(seed=0) as net:
+        a = nengo.Node([0.5])
+        e = nengo.Ensemble(10, 1, neuron_type=nengo.Izhikevich())
+        nengo.Connection(a, e)
+        p = nengo.Probe(e, synapse=0.01)
+    data = {a: np.full((2, 5, 1), 0.5), p: np.ones((2, 5, 1))}
+    with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        before = values(sim)
+        history, messages = train_recording(sim, data)
+        assert np.isfinite(history["loss"][0])
+        assert len(messages) == 1
+        for param, value in values(sim).items():
+            assert np.array_equal(value, before[param])
+
+
+def test_zero_weights_are_reached():
+    """A parameter that is zero now still gets a gradient (it is no constant)."""
+    with nengo.Network(seed=0) as net:
+        inp = nengo.Node(np.zeros(2))
+        ens = nengo.Ensemble(10, 2, neuron_type=nengo.RectifiedLinear(amplitude=0.01))
+        out = nengo.Node(size_in=2)
+        nengo.Connection(inp, ens, synapse=None)
+        conn = nengo.Connection(ens, out, transform=np.zeros((2, 2)), synapse=None)
+        p = nengo.Probe(out)
+    x = np.random.RandomState(0).uniform(-1, 1, (2, 3, 2))
+    with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        _, messages = train_recording(sim, {inp: x, p: x**2})
+        assert messages == []
+        assert np.any(sim.data[conn].weights != 0)
+
+
+@pytest.mark.parametrize("truncation", [1, 2])
+def test_recurrent_weights_unreached_in_one_step_windows(truncation):
+    """With one-step windows the recurrent weights act only after the window: their
+    truncated gradient is zero, and they are named; with longer windows they train."""
+    with nengo.Network(seed=0) as net:
+        inp = nengo.Node(np.zeros(2))
+        ens = nengo.Ensemble(10, 2, neuron_type=nengo.LIFRate(amplitude=0.01))
+        out = nengo.Node(size_in=2)
+        nengo.Connection(inp, ens, synapse=None)
+        rec = nengo.Connection(ens, ens, synapse=0.005, transform=0.5)
+        nengo.Connection(ens, out, synapse=None)
+        p = nengo.Probe(out)
+    x = np.random.RandomState(0).uniform(-1, 1, (2, 5, 2))
+    with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
+        weights = np.array(sim.data[rec].weights)
+        _, messages = train_recording(sim, {inp: x, p: x**2}, truncation=truncation)
+        if truncation == 1:
+            assert len(messages) == 1 and f"weights of {rec}" in messages[0]
+            assert np.array_equal(sim.data[rec].weights, weights)
+        else:
+            assert messages == []
+            assert not np.allclose(sim.data[rec].weights, weights)
