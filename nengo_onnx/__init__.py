@@ -7,7 +7,7 @@ not import nengo.
 
 import importlib
 
-from nengo_onnx import ort_setup  # quiets onnxruntime before anything else uses it
+from nengo_onnx import ort_setup  # noqa: F401  (imported to quiet onnxruntime's logging first)
 
 __version__ = "0.1.0"
 

@@ -141,7 +141,8 @@ def _default_output(spec):
 
 
 def compile_command(args):
-    from nengo_onnx.exporting.exporter import export_network  # imports nengo: only when needed
+    # imports nengo: only when compiling (`nengo-onnx run` needs onnxruntime and numpy only)
+    from nengo_onnx.exporting.exporter import export_network  # noqa: PLC0415
 
     if args.params is not None and not any(
             os.path.isfile(p) for p in (args.params, f"{args.params}.npz")):
@@ -252,7 +253,7 @@ def inspect_command(args):
 
 
 def build_parser():
-    from nengo_onnx.exporting import runner  # onnxruntime and numpy only
+    from nengo_onnx.exporting import runner  # noqa: PLC0415  (onnxruntime and numpy only)
 
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

@@ -165,7 +165,7 @@ def _configure_trainable(config, value):
         if cls not in config.params:
             config.configures(cls)
         params = config.params[cls]
-        if "trainable" not in params._extra_params:
+        if "trainable" not in params.extra_params:
             params.set_param("trainable", BoolParam("trainable", None, optional=True))
     if value is not None:
         for cls in TRAINABLE_CLASSES[:3]:
@@ -177,7 +177,7 @@ def _stored(config):
     if nengo.Network not in config.params:
         return None
     params = config[nengo.Network]
-    if "nengo_onnx" not in params._extra_params:
+    if "nengo_onnx" not in params.extra_params:
         return None
     return getattr(params, "nengo_onnx", None)
 
@@ -187,7 +187,7 @@ def _settings(config):
     if nengo.Network not in config.params:
         config.configures(nengo.Network)
     params = config[nengo.Network]
-    if "nengo_onnx" not in params._extra_params:
+    if "nengo_onnx" not in params.extra_params:
         params.set_param("nengo_onnx", Parameter("nengo_onnx", None, optional=True))
     if getattr(params, "nengo_onnx", None) is None:
         params.nengo_onnx = {}

@@ -7,7 +7,7 @@ array-API operations (``xp = array_api_compat.array_namespace(outputs)``), the
 same function runs on numpy arrays (which is how `.Simulator.loss` and a user's
 own checks call it) and is traced into the ONNX loss nodes of the training
 graph (through ndonnx; see `nengo_onnx.training.tracing`). The objectives here also emit
-their ONNX nodes directly (``_onnx``), so the default path needs no tracing.
+their ONNX nodes directly (``onnx_form``), so the default path needs no tracing.
 """
 
 import numbers
@@ -70,7 +70,7 @@ def _mse_onnx(g, outputs, targets):
     return g.node("ReduceMean", [g.node("Mul", [diff, diff])], keepdims=0)
 
 
-mse._onnx = _mse_onnx
+mse.onnx_form = _mse_onnx
 
 
 def softmax_cross_entropy(outputs, targets):
@@ -95,7 +95,7 @@ def _softmax_cross_entropy_onnx(g, outputs, targets):
     return g.node("Neg", [g.node("ReduceMean", [per_item], keepdims=0)])
 
 
-softmax_cross_entropy._onnx = _softmax_cross_entropy_onnx
+softmax_cross_entropy.onnx_form = _softmax_cross_entropy_onnx
 
 
 class Regularize:
@@ -156,7 +156,7 @@ class Regularize:
             norm = xp.sum(xp.abs(x) ** self.order, axis=axis) ** (1.0 / self.order)
         return xp.mean(norm) * self.weight
 
-    def _onnx(self, g, outputs, targets=None):
+    def onnx_form(self, g, outputs, targets=None):
         if self.order == np.inf:
             raise ValidationError("Regularize(order=np.inf) has no gradient in "
                                   "onnxruntime-training (ReduceMax); use a finite order",

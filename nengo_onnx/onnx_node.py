@@ -18,17 +18,17 @@ of the model (its parameters), and a `SimOnnx` operator:
 import os
 from collections import namedtuple
 
-import numpy as np
 import nengo
+import numpy as np
 import onnx
 from nengo.builder import Builder, Operator, Signal
 from nengo.builder.operator import Reset
 from nengo.exceptions import ValidationError
 from onnx import TensorProto, helper, numpy_helper
 
-from nengo_onnx import ort_setup as _ort
-from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET
+from nengo_onnx import ort_setup
 from nengo_onnx.compiler.names import sanitize
+from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET
 
 #: ONNX element types an OnnxNode's input and output may have, as numpy dtypes.
 FLOAT_TYPES = {TensorProto.FLOAT: np.dtype(np.float32), TensorProto.DOUBLE: np.dtype(np.float64)}
@@ -114,7 +114,7 @@ class OnnxSpec:
             model = onnx.ModelProto()
             model.CopyFrom(self.model)
             _set_initializers(model, values, self.param_dtypes)
-        return _ort.inference_session(model.SerializeToString(), threads=1)
+        return ort_setup.inference_session(model.SerializeToString(), threads=1)
 
     def run(self, session, x):
         """The model on ``x`` (``[n, size_in]``), as ``[n, size_out]`` float64."""
@@ -325,7 +325,7 @@ def _output_dims(model, output_name):
 def _probe_output(model, input_name, in_shape, in_dtype, output_name, batch):
     """The output's shape when the model runs on zeros of batch ``batch``."""
     try:
-        session = _ort.inference_session(model.SerializeToString(), threads=1)
+        session = ort_setup.inference_session(model.SerializeToString(), threads=1)
         x = np.zeros((batch, *in_shape), dtype=in_dtype)
         return list(session.run([output_name], {input_name: x})[0].shape)
     except Exception as err:  # noqa: BLE001

@@ -79,8 +79,11 @@ def import_training():
         pkg.__path__ = list(spec.submodule_search_locations)
         pkg.__spec__ = spec
         sys.modules["onnxruntime.training"] = pkg
-    from onnxruntime.training import artifacts, onnxblock  # noqa: PLC0415
-    from onnxruntime.training import api  # noqa: PLC0415
+    from onnxruntime.training import (  # noqa: PLC0415
+        api,  # noqa: PLC0415
+        artifacts,
+        onnxblock,
+    )
     from onnxruntime.training.onnxblock import _training_graph_utils  # noqa: PLC0415
 
     # generate_artifacts builds its own SessionOptions and logs at INFO otherwise

@@ -4,8 +4,8 @@ import os
 import warnings
 from collections.abc import Mapping
 
-import numpy as np
 import nengo
+import numpy as np
 from nengo.builder import Model
 from nengo.cache import get_default_decoder_cache
 from nengo.exceptions import (
@@ -124,7 +124,8 @@ class Simulator:
             else:
                 seed = np.random.randint(np.iinfo(np.int32).max)
         self.seed = seed
-        self.data = SimulationData(self)
+        self.recorded = ProbeData(self.model.probes, self.minibatch_size, self.dtype, self.dt)
+        self.data = SimulationData(self.recorded, self.program.params)
         self.training_state = training.TrainingState()
         self.closed = False
         self.reset(seed=seed)
@@ -173,7 +174,8 @@ class Simulator:
         if not getattr(self, "closed", True):
             warnings.warn(
                 "Simulator was deallocated while open. Please close simulators "
-                "manually to ensure resources are properly freed.", ResourceWarning)
+                "manually to ensure resources are properly freed.", ResourceWarning,
+                stacklevel=2)
 
     def __getstate__(self):
         # onnxruntime sessions and Python step functions cannot be pickled: keep the
@@ -189,7 +191,7 @@ class Simulator:
             "state": self.runtime.state_arrays(),
             "time_state": {key: np.array(self.runtime.store[sig.base]) for key, sig in
                            (("step", self.model.step), ("time", self.model.time))},
-            "probe_data": self._probe_data,
+            "recorded": self.recorded,
             "n_steps": self._n_steps,
             "seed": self.seed,
             "minibatch_size": self.minibatch_size,
@@ -214,7 +216,8 @@ class Simulator:
         # the pickled model went through the passes already
         self._compile(optimize=False, params=state["params"])
         self.seed = state["seed"]
-        self.data = SimulationData(self)
+        self.recorded = ProbeData(self.model.probes, self.minibatch_size, self.dtype, self.dt)
+        self.data = SimulationData(self.recorded, self.program.params)
         self.training_state = training.TrainingState()
         self.closed = False
         self.reset(seed=self.seed)
@@ -224,7 +227,8 @@ class Simulator:
         for key, sig in (("step", self.model.step), ("time", self.model.time)):
             self.runtime.store[sig.base] = np.array(state["time_state"][key])
         self._n_steps = self.runtime.n_steps = state["n_steps"]
-        self._probe_data = {p: list(v) for p, v in state["probe_data"].items()}
+        self.recorded = state["recorded"]
+        self.data = SimulationData(self.recorded, self.program.params)
 
     def close(self):
         """Close the simulator; it cannot run again (its data stays readable)."""
@@ -239,13 +243,11 @@ class Simulator:
             self.seed = seed
         self.runtime.reset(self.seed)
         self._n_steps = 0
-        self._probe_data = {p: [] for p in self.model.probes}
-        self.data.reset()
+        self.recorded.clear()
 
     def clear_probes(self):
         """Clear the probe data recorded so far (the state is kept)."""
-        self._probe_data = {p: [] for p in self.model.probes}
-        self.data.reset()
+        self.recorded.clear()
 
     def run(self, time_in_seconds, data=None, progress_bar=None):
         """Simulate for ``time_in_seconds`` (rounded to a whole number of steps).
@@ -266,7 +268,7 @@ class Simulator:
         steps = int(np.round(seconds / self.dt))
         if steps == 0:
             warnings.warn(f"{time_in_seconds} results in running for 0 timesteps. "
-                          f"Simulator still at time {self.time}.")
+                          f"Simulator still at time {self.time}.", stacklevel=2)
             return
         self.run_steps(steps, data=data, progress_bar=progress_bar)
 
@@ -290,21 +292,13 @@ class Simulator:
         feeds = self._check_data(data, n_steps)
         progress_bar = self.progress_bar if progress_bar is None else progress_bar
         with ProgressTracker(progress_bar, Progress("Simulating", "Simulation", n_steps)) as pt:
-            try:
-                self.runtime.run(n_steps, feeds, progress=pt.total_progress.step,
-                                 on_block=self._record)
-            finally:
-                self.data.reset()
+            self.runtime.run(n_steps, feeds, progress=pt.total_progress.step,
+                             on_block=self._record)
 
     def _record(self, outputs, n_steps):
-        """Keep a finished block's probe data, thinned to each probe's ``sample_every``."""
-        steps = np.arange(self._n_steps + 1, self._n_steps + n_steps + 1)
-        for probe in self.model.probes:
-            values = outputs[self.program.probes[probe]]
-            if probe.sample_every is not None:
-                period = probe.sample_every / self.dt
-                values = values[:, steps % period < 1]
-            self._probe_data[probe].append(np.array(values))
+        """Keep a finished block's probe data (each block as it finishes, so a failing
+        step loses nothing before it)."""
+        self.recorded.record(outputs, self.program.probes, self._n_steps, n_steps)
         self._n_steps += n_steps
 
     def _check_data(self, data, n_steps):
@@ -360,7 +354,7 @@ class Simulator:
                 raise ValidationError("Cannot specify both `dt` and `sample_every`. "
                                       "Use `sample_every` only.", attr="dt", obj=self)
             warnings.warn("`dt` is deprecated. Use `sample_every` instead.",
-                          DeprecationWarning)
+                          DeprecationWarning, stacklevel=2)
             sample_every = dt
         period = 1 if sample_every is None else sample_every / self.dt
         steps = np.arange(1, self.n_steps + 1)
@@ -450,8 +444,8 @@ class Simulator:
         if state and not self.runtime.load_state(state):
             warnings.warn(f"the simulation state saved in {os.fspath(path)} does not fit this "
                           "simulator (another network structure, neuron types, minibatch "
-                          "size or optimize setting); only the parameters were loaded")
-        self.data.reset()
+                          "size or optimize setting); only the parameters were loaded",
+                          stacklevel=2)
 
     def freeze_params(self, objs):
         """Write the simulator's (trained) parameters back into the Nengo objects.
@@ -475,39 +469,69 @@ class Simulator:
         return export_program(self.program, path, steps=steps, fixed=fixed, opset=opset,
                               seed=self.seed)
 
-    def _probe_array(self, probe):
-        parts = self._probe_data[probe]
-        sig = self.model.sig[probe]["in"]
-        B = self.minibatch_size or 1
-        arr = (np.concatenate(parts, axis=1) if parts
-               else np.zeros((B, 0, *sig.shape), dtype=self.dtype))
-        arr = arr if self.minibatch_size is not None else arr[0]
-        arr.setflags(write=False)
-        return arr
+
+class ProbeData:
+    """The data of each probe, kept block by block as the simulation runs.
+
+    Each block's values are thinned to the probe's ``sample_every`` when they
+    arrive, so memory follows the sampled data, not the steps run.
+    """
+
+    def __init__(self, probes, minibatch_size, dtype, dt):
+        self.probes = list(probes)
+        self.minibatch_size = minibatch_size
+        self.dtype = dtype
+        self.dt = dt
+        self.clear()
+
+    def clear(self):
+        self._parts = {probe: [] for probe in self.probes}
+        self._arrays = {}
+
+    def __contains__(self, probe):
+        return probe in self._parts
+
+    def record(self, outputs, ports, first_step, n_steps):
+        """Keep ``outputs`` (``{port: [B, n_steps, ...]}``) of steps ``first_step + 1 ...``."""
+        steps = np.arange(first_step + 1, first_step + n_steps + 1)
+        for probe in self.probes:
+            values = outputs[ports[probe]]
+            if probe.sample_every is not None:
+                values = values[:, steps % (probe.sample_every / self.dt) < 1]
+            self._parts[probe].append(np.array(values))
+        self._arrays.clear()
+
+    def array(self, probe):
+        """All of ``probe``'s data: ``(minibatch_size, steps, ...)``, or ``(steps, ...)``
+        without a minibatch size (read-only)."""
+        if probe not in self._arrays:
+            parts = self._parts[probe]
+            B = self.minibatch_size or 1
+            arr = (np.concatenate(parts, axis=1) if parts
+                   else np.zeros((B, 0, probe.size_in), dtype=self.dtype))
+            arr = arr if self.minibatch_size is not None else arr[0]
+            arr.setflags(write=False)
+            self._arrays[probe] = arr
+        return self._arrays[probe]
 
 
 class SimulationData(Mapping):
-    """``sim.data``: probe data and built parameters (with trained values), as in nengo."""
+    """``sim.data``: probe data and built parameters (with current values), as in nengo."""
 
-    def __init__(self, sim):
-        self.sim = sim
-        self._cache = {}
+    def __init__(self, recorded, params):
+        self.recorded = recorded
+        self.params = params
 
     def __getitem__(self, key):
-        if isinstance(key, nengo.Probe) and key in self.sim._probe_data:
-            if key not in self._cache:
-                self._cache[key] = self.sim._probe_array(key)
-            return self._cache[key]
-        return self.sim.program.params.built(key)
+        if isinstance(key, nengo.Probe) and key in self.recorded:
+            return self.recorded.array(key)
+        return self.params.built(key)
 
     def __iter__(self):
-        return iter(self.sim.model.params)
+        return iter(self.params.model.params)
 
     def __len__(self):
-        return len(self.sim.model.params)
+        return len(self.params.model.params)
 
     def __contains__(self, key):
-        return key in self.sim.model.params
-
-    def reset(self):
-        self._cache.clear()
+        return key in self.params.model.params

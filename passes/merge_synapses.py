@@ -29,7 +29,8 @@ def _key(op, dt):
         return None
     if type(op.process).make_step is not LinearFilter.make_step:
         return None  # a subclass with its own dynamics
-    A, B, C, D = (np.asarray(m, dtype=np.float64) for m in op.process._get_ss(dt))
+    ss = op.process._get_ss(dt)  # noqa: SLF001  (nengo's own discretization)
+    A, B, C, D = (np.asarray(m, dtype=np.float64) for m in ss)
     arrays = tuple((m.shape, m.tobytes()) for m in (A, B, C, D))
     return (op.mode, np.dtype(op.output.dtype).str, op.t, arrays)
 

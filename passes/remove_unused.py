@@ -17,7 +17,14 @@ from nengo.builder.processes import SimProcess
 from nengo.synapses import LinearFilter
 
 from nengo_onnx.compiler.operators import LinearFilterGroup
-from nengo_onnx.passes.util import LiveMask, indices, ordered_ops, probed_signals, rebuild_checked, writes
+from nengo_onnx.passes.util import (
+    LiveMask,
+    indices,
+    ordered_ops,
+    probed_signals,
+    rebuild_checked,
+    writes,
+)
 
 
 def _removable(op):

@@ -1,5 +1,9 @@
-"""Test-only helpers: gradients from the training graphs, and setting parameter values."""
+"""Test-only helpers: gradients from the training graphs, setting parameter values, and
+the rate forms of spiking neuron types."""
 
+import inspect
+
+import nengo.neurons as nn
 import numpy as np
 
 from nengo_onnx.compiler import trainable
@@ -50,3 +54,67 @@ def finite_differences(sim, data, param, objective=None, n=5, eps=1e-5):
         result[i] = (losses[0] - losses[1]) / (2 * eps)
     set_param_value(sim, param, value)
     return result
+
+
+# -- the rate form of a spiking type: what training's emitters must match --------
+
+
+def _make(cls, initial_state=None, **params):
+    """``cls(**params)``, also when some parameters are per-neuron arrays.
+
+    Nengo's parameters only take scalars (and hash them), so a subclass answers
+    the names of the array parameters with the arrays.
+    """
+    params["initial_state"] = initial_state
+    arrays = {k: np.asarray(v) for k, v in params.items() if k != "initial_state"
+              and np.ndim(v) > 0}
+    if not arrays:
+        return cls(**params)
+
+    def getattribute(self, name):
+        return arrays[name] if name in arrays else cls.__getattribute__(self, name)
+
+    sub = type(f"PerNeuron{cls.__name__}", (cls,), {"__getattribute__": getattribute})
+    return sub(**{k: float(np.ravel(v)[0]) if k in arrays else v for k, v in params.items()})
+
+
+def rate_form(neuron_type):
+    """The rate neuron type that stands in for ``neuron_type`` in training.
+
+    Rate types are their own rate form. ``LIF -> LIFRate``, ``AdaptiveLIF ->
+    AdaptiveLIFRate``, ``SpikingRectifiedLinear -> RectifiedLinear`` (same
+    parameters), ``RegularSpiking(x)``, ``StochasticSpiking(x)``,
+    ``PoissonSpiking(x) -> x`` (with its amplitude multiplied by the wrapper's, if
+    ``x`` has one). ``None`` for spiking types without a rate form (Izhikevich).
+    The LIF rate form in training graphs is SoftLIF when the ``lif_smoothing``
+    setting is given; this function still answers ``LIFRate`` then.
+    """
+    if isinstance(neuron_type, nn.RatesToSpikesNeuronType):
+        base = neuron_type.base_type
+        if np.any(np.asarray(neuron_type.amplitude) != 1) and hasattr(type(base), "amplitude"):
+            params = {k: getattr(base, k) for k in _init_params(base)}
+            params["amplitude"] = base.amplitude * neuron_type.amplitude
+            return _make(type(base), initial_state=base.initial_state, **params)
+        return base
+    if isinstance(neuron_type, nn.AdaptiveLIF):
+        # the adaptation state carries over, with its initial value
+        initial = {k: v for k, v in (neuron_type.initial_state or {}).items()
+                   if k == "adaptation"}
+        return _make(nn.AdaptiveLIFRate, tau_n=neuron_type.tau_n, inc_n=neuron_type.inc_n,
+                     tau_rc=neuron_type.tau_rc, tau_ref=neuron_type.tau_ref,
+                     amplitude=neuron_type.amplitude, initial_state=initial or None)
+    if isinstance(neuron_type, nn.LIF):
+        return _make(nn.LIFRate, tau_rc=neuron_type.tau_rc, tau_ref=neuron_type.tau_ref,
+                     amplitude=neuron_type.amplitude)
+    if isinstance(neuron_type, nn.SpikingRectifiedLinear):
+        return _make(nn.RectifiedLinear, amplitude=neuron_type.amplitude)
+    if getattr(neuron_type, "spiking", False):
+        return None
+    return neuron_type
+
+
+def _init_params(neuron_type):
+    """The constructor parameters of ``neuron_type`` that are nengo Parameters."""
+    names = inspect.signature(type(neuron_type).__init__).parameters
+    return [k for k in names if k not in ("self", "initial_state")
+            and hasattr(type(neuron_type), k)]

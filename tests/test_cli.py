@@ -6,9 +6,9 @@ import subprocess
 import sys
 import textwrap
 
+import nengo
 import numpy as np
 import pytest
-import nengo
 
 import nengo_onnx
 from nengo_onnx import optimizers
@@ -62,7 +62,8 @@ def test_compile_run_inspect_example(tmp_path, capsys):
     assert code == 0, err
     assert "50/50" in err  # progress
     namespace = {}
-    exec(open(EXAMPLE).read(), namespace)  # noqa: S102
+    with open(EXAMPLE) as f:
+        exec(f.read(), namespace)  # noqa: S102
     net = namespace["network"]
     with nengo_onnx.Simulator(net, progress_bar=False) as sim:
         sim.run_steps(50)

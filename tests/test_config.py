@@ -3,9 +3,9 @@ reads the network; every bad value is a ``ValidationError`` naming the setting."
 
 import dataclasses
 
+import nengo
 import numpy as np
 import pytest
-import nengo
 from nengo.exceptions import ValidationError
 
 import nengo_onnx

@@ -1,8 +1,8 @@
 """nengo.networks built and run by nengo_onnx, against nengo.Simulator."""
 
+import nengo
 import numpy as np
 import pytest
-import nengo
 
 import nengo_onnx
 

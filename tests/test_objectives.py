@@ -1,9 +1,9 @@
 """Objectives: numpy values, tracing custom array-API objectives, their errors."""
 
 import array_api_compat
+import nengo
 import numpy as np
 import pytest
-import nengo
 from nengo.exceptions import SimulationError, ValidationError
 
 import nengo_onnx

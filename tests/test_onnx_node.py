@@ -1,7 +1,7 @@
 """OnnxNode: ONNX models inside Nengo networks, run, trained and exported."""
 
-import numpy as np
 import nengo
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest

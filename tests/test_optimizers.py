@@ -2,9 +2,9 @@
 
 import inspect
 
+import nengo
 import numpy as np
 import pytest
-import nengo
 from nengo.exceptions import ValidationError
 
 import nengo_onnx

@@ -1,14 +1,15 @@
 """nengo_onnx.Simulator against nengo.Simulator, and its error handling."""
 
+import nengo
 import numpy as np
 import pytest
-import nengo
 from nengo.exceptions import SimulatorClosed, ValidationError
 
 import nengo_onnx
 
 
-def chain_net(neuron_type=nengo.LIF(), seed=0):
+def chain_net(neuron_type=None, seed=0):
+    neuron_type = nengo.LIF() if neuron_type is None else neuron_type
     with nengo.Network(seed=seed) as net:
         net.u = nengo.Node(lambda t: np.sin(8 * t), label="u")
         net.a = nengo.Ensemble(40, 1, neuron_type=neuron_type)

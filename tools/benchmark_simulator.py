@@ -75,7 +75,8 @@ def main(argv=None):
         for unroll in args.unroll:
             build, compiled = compile_time(net, unroll)
             _, rate = measure(
-                lambda n: nengo_onnx.Simulator(n, unroll_simulation=unroll, progress_bar=False),
+                lambda n, k=unroll: nengo_onnx.Simulator(n, unroll_simulation=k,
+                                                         progress_bar=False),
                 net, args.steps, args.repeats)
             print(f"| {label} | nengo_onnx K={unroll} | {build:.2f} | {compiled:.2f} | "
                   f"{rate:,.0f} | {rate / ref_rate:.2f} |")

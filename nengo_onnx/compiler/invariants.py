@@ -109,7 +109,8 @@ def _check_schedule(graph, ops, where):
         dependencies = operator_dependency_graph(ops)
     except AssertionError as e:  # Nengo's own validate_ops (rule 3 per view)
         _fail(where, f"broke Nengo's operator rules: {e}")
-    missing = [(a, b) for a, succ in dependencies.items() for b in succ if not graph.has_edge(a, b)]
+    missing = [(a, b) for a, succ in dependencies.items() for b in succ
+               if not graph.has_edge(a, b)]
     if missing:
         a, b = missing[0]
         _fail(where, f"left {len(missing)} dependencies out of the graph, e.g. from", [a, b])

@@ -24,9 +24,9 @@ Every model-derived name contains a ``.``; the ONNX graph builder's own names
 import re
 
 from nengo.base import NengoObject
+from nengo.connection import LearningRule
 from nengo.ensemble import Neurons
 from nengo.probe import Probe
-from nengo.connection import LearningRule
 
 #: memory addresses in nengo's default reprs (``<Ensemble (unlabeled) at 0x7f...>``)
 _ADDRESS = re.compile(r"\s*at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]+")

@@ -103,7 +103,7 @@ class LinearFilterGroup(Operator):
 
     def ss(self, dt):
         """The discretized ``(A, B, C, D)`` shared by all members."""
-        return self.processes[0]._get_ss(dt)
+        return self.processes[0]._get_ss(dt)  # noqa: SLF001  (nengo's own discretization)
 
     def members(self):
         """One ``SimProcess`` per member, on the group's current signals."""

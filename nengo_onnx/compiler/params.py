@@ -14,8 +14,8 @@ they do not depend on how the merge pass packed signals.
 import os
 import zipfile
 
-import numpy as np
 import nengo
+import numpy as np
 from nengo.exceptions import SimulationError, ValidationError
 
 from nengo_onnx.compiler import trainable

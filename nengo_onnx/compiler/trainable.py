@@ -24,8 +24,8 @@ Which setting wins (``configure_settings(trainable=None)`` adds the option):
 
 from dataclasses import dataclass
 
-import numpy as np
 import nengo
+import numpy as np
 from nengo.ensemble import Neurons
 
 from nengo_onnx.compiler.signals import view_indices
@@ -64,7 +64,7 @@ def _class_setting(config, cls):
     for klass in cls.__mro__:
         if klass in config.params:
             params = config.params[klass]
-            if "trainable" not in params._extra_params:
+            if "trainable" not in params.extra_params:
                 return None
             return getattr(params, "trainable", None)
     return None

@@ -28,8 +28,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
 import nengo
+import numpy as np
 import onnx
 from nengo.base import NengoObject
 from nengo.builder import Model
@@ -41,6 +41,7 @@ from nengo.exceptions import BuildError, ValidationError
 from nengo.utils.numpy import is_array_like
 from onnx import helper, numpy_helper
 
+from nengo_onnx import __version__
 from nengo_onnx.compiler import params as params_io
 from nengo_onnx.compiler.emit import find_emitter
 from nengo_onnx.compiler.names import port_kind, port_object
@@ -545,8 +546,6 @@ def _unique(names):
 
 
 def _metadata(program, info):
-    from nengo_onnx import __version__
-
     doc = {
         "format": info.form, "dt": info.dt, "steps": info.steps, "K": info.block_steps,
         "minibatch_size": info.minibatch_size, "dtype": np.dtype(program.dtype).name,

@@ -31,7 +31,7 @@ class TimeFeeder:
         self.signals = SignalDict()
         self.signals.init(self.model.time)
         self._steps = {}
-        for key, (feed, source, node) in self.feeds.items():
+        for key, (feed, source, _) in self.feeds.items():
             if source is None:
                 continue
             for sig in source.all_signals:

@@ -23,7 +23,7 @@ Every rewrite gives exactly the same values.
 import numpy as np
 from onnx import helper, numpy_helper, shape_inference
 
-from nengo_onnx.training.ort_fixes import value_shapes as _shapes
+from nengo_onnx.training.ort_fixes import value_shapes
 
 
 def simplify(model, param_names=()):
@@ -32,7 +32,7 @@ def simplify(model, param_names=()):
     Initializers named in ``param_names`` are parameters: never taken for constants.
     """
     graph = model.graph
-    shapes = _shapes(shape_inference.infer_shapes(model).graph)
+    shapes = value_shapes(shape_inference.infer_shapes(model).graph)
     inits = {init.name: init for init in graph.initializer}
     outputs = {out.name for out in graph.output}
     rename, segments = {}, {}

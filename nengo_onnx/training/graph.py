@@ -18,11 +18,11 @@ import numpy as np
 from nengo.exceptions import SimulationError, ValidationError
 from onnx import TensorProto, helper, numpy_helper
 
-from nengo_onnx import ort_setup as _ort
+from nengo_onnx import ort_setup
 from nengo_onnx.compiler import trainable
 from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET, GraphBuilder
-from nengo_onnx.training.cleanup import simplify
 from nengo_onnx.compiler.signals import view_indices
+from nengo_onnx.training.cleanup import simplify
 from nengo_onnx.training.ort_fixes import (
     check_differentiable,
     gradient_reach,
@@ -61,7 +61,7 @@ def _emit_term(g, term, index, outputs, targets, shapes):
         parts = [g.node("ReduceSum", [g.node("Mul", [y, t])], keepdims=0)
                  for y, t in zip(outputs, targets)]
         return _chain_add(g, parts)
-    direct = getattr(term.fn, "_onnx", None)
+    direct = getattr(term.fn, "onnx_form", None)
     if direct is not None and not term.tuple_key:
         try:
             return direct(g, outputs[0], targets[0] if term.takes_targets else None)
@@ -239,7 +239,7 @@ def compile_window(program, n_steps, terms, param_names, session_options=None, c
     compiled = Compiled(n_steps, block.state, block.step_inputs, targets, scale_name,
                         input_names)
     if not param_names:
-        compiled.session = _ort.inference_session(model.SerializeToString(),
+        compiled.session = ort_setup.inference_session(model.SerializeToString(),
                                                   threads=program.threads)
     else:
         forced = set()
@@ -297,7 +297,7 @@ class _Unreachable(SimulationError):
 
 
 def _build_module(program, model, names, session_options, terms):
-    ort_training = _ort.import_training()
+    ort_training = ort_setup.import_training()
     tmp = tempfile.mkdtemp(prefix="nengo_onnx_train_")
     try:
         try:
@@ -318,7 +318,7 @@ def _build_module(program, model, names, session_options, terms):
         state = ort_training.api.CheckpointState.load_checkpoint(
             os.path.join(tmp, "checkpoint"))
         so = training_session_options(
-            session_options or _ort.session_options(threads=program.threads))
+            session_options or ort_setup.session_options(threads=program.threads))
         try:
             module = ort_training.api.Module(os.path.join(tmp, "training_model.onnx"), state,
                                              session_options=so)

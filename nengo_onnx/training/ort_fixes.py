@@ -33,9 +33,7 @@ import numpy as np
 from nengo.exceptions import SimulationError, ValidationError
 from onnx import helper, numpy_helper, shape_inference
 
-from nengo_onnx import ort_setup as _ort
-
-
+from nengo_onnx import ort_setup
 
 #: ONNX ops without a gradient builder in onnxruntime-training 1.19 (shared notes,
 #: 2.1); ``If``/``Loop``/``Scan`` on the gradient path can even abort the process.
@@ -63,7 +61,7 @@ def check_differentiable(model, param_names, terms):
     Looks at the nodes between the parameters and the loss (output 0); a node of
     an objective (named ``objective<i>.``) is reported with the objective's name.
     """
-    registered = set(getattr(_ort, "REGISTERED_GRADIENTS", ()))
+    registered = set(getattr(ort_setup, "REGISTERED_GRADIENTS", ()))
     graph = model.graph
     dependent = set(param_names)
     for node in graph.node:
@@ -441,7 +439,8 @@ def _reach_bits(model, atoms, order, params):
     # merged weights); absent: anywhere nonzero
     nonzero = {}
     for name, init in inits.items():
-        if name not in params and init.data_type in (1, 10, 11, 16) and np.prod(init.dims) <= 1 << 20:
+        if (name not in params and init.data_type in (1, 10, 11, 16)
+                and np.prod(init.dims) <= 1 << 20):
             value = numpy_helper.to_array(init) != 0
             if not value.all():
                 nonzero[name] = value

@@ -38,8 +38,8 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import nengo
+import numpy as np
 from nengo.ensemble import Neurons
 from nengo.exceptions import SimulationError, ValidationError
 from nengo.utils.progress import Progress, ProgressTracker
@@ -444,7 +444,7 @@ def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, grou
                             f"the loss became {loss} in epoch {epoch + 1}, minibatch {b + 1}: "
                             f"{_nonfinite_cause(sim, data, idx, parameters)}")
                     if params:
-                        for grp, param in params:
+                        for grp, _ in params:
                             if grp.mask is not None:
                                 grads[grp.name][~grp.mask] = 0
                         optimizer.apply([grads[grp.name] for grp, _ in params],
@@ -584,7 +584,7 @@ def _summary_writer(sim, summaries):
     logdir = sim.tensorboard
     if not logdir:
         warnings.warn("summaries were requested but the Simulator was created without "
-                      "tensorboard=<directory>; ignoring them")
+                      "tensorboard=<directory>; ignoring them", stacklevel=4)
         return None, None
     tstate = sim.training_state
     if tstate.run_dir is None:

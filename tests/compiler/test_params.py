@@ -2,9 +2,9 @@
 
 import os
 
+import nengo
 import numpy as np
 import pytest
-import nengo
 from nengo.exceptions import SimulationError, ValidationError
 
 import nengo_onnx

@@ -3,10 +3,10 @@
 import subprocess
 import sys
 
+import nengo
 import networkx as nx
 import numpy as np
 import pytest
-import nengo
 from nengo.builder import Model
 from nengo.builder.operator import Copy, Reset
 from nengo.builder.signal import Signal

@@ -6,11 +6,11 @@ import subprocess
 import sys
 import textwrap
 
+import nengo
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import nengo
 from nengo.exceptions import SimulatorClosed, ValidationError
 from onnx.reference import ReferenceEvaluator
 
@@ -20,8 +20,9 @@ from nengo_onnx.exporting.exporter import ExportError, input_values
 N_STEPS = 30
 
 
-def channel_net(neuron_type=nengo.LIF(), seed=0):
+def channel_net(neuron_type=None, seed=0):
     """Node(np.sin) and a constant Node into two ensembles, three probes."""
+    neuron_type = nengo.LIF() if neuron_type is None else neuron_type
     with nengo.Network(seed=seed, label="channel") as net:
         net.stim = nengo.Node(lambda t: np.sin(20 * t), label="stim")
         net.bias = nengo.Node([0.3], label="bias")

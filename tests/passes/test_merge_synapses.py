@@ -2,18 +2,18 @@
 
 from collections import Counter
 
+import nengo
 import networkx as nx
 import numpy as np
 import pytest
-import nengo
 from nengo.builder import Model
 from nengo.builder.processes import SimProcess
 
 from nengo_onnx.compiler.graph import operator_graph
-from nengo_onnx.passes.feed_inputs import feed_inputs
 from nengo_onnx.compiler.operators import LinearFilterGroup
 from nengo_onnx.compiler.pipeline import SIMPLIFY
 from nengo_onnx.compiler.program import built_graph
+from nengo_onnx.passes.feed_inputs import feed_inputs
 from nengo_onnx.passes.merge_synapses import merge_synapses
 
 from .test_simplify import check_matches_nengo
@@ -34,8 +34,11 @@ def fed_graph(net):
     return feed_inputs(built_graph(model, net))
 
 
-def filter_net(synapses=(0.01, 0.01, 0.01, nengo.Alpha(0.005), nengo.Alpha(0.005),
-                         GENERAL, GENERAL, GAIN, GAIN, 0.02)):
+SYNAPSES = (0.01, 0.01, 0.01, nengo.Alpha(0.005), nengo.Alpha(0.005), GENERAL, GENERAL, GAIN,
+            GAIN, 0.02)
+
+
+def filter_net(synapses=SYNAPSES):
     """One ensemble feeding one ensemble per synapse (several synapses repeat)."""
     with nengo.Network(seed=4) as net:
         net.u = nengo.Node(lambda t: [np.sin(7 * t), np.cos(11 * t)])

@@ -2,9 +2,9 @@
 
 from collections import Counter
 
+import nengo
 import numpy as np
 import pytest
-import nengo
 from nengo.builder import Model
 from nengo.builder.operator import Copy, DotInc, ElementwiseInc, Reset
 from nengo.builder.probe import SimProbe
@@ -13,16 +13,22 @@ from nengo.builder.signal import Signal, SignalDict
 import nengo_onnx
 from nengo_onnx.compiler import pipeline
 from nengo_onnx.compiler.graph import operator_graph, rebuild, step_order
+from nengo_onnx.compiler.operators import (
+    BsrDotSet,
+    DotSet,
+    ElementwiseSet,
+    FoldedConstant,
+    set_form,
+)
+from nengo_onnx.compiler.pipeline import SIMPLIFY
+from nengo_onnx.compiler.program import built_graph
 from nengo_onnx.passes.feed_inputs import feed_inputs
-from nengo_onnx.compiler.operators import BsrDotSet, DotSet, ElementwiseSet, FoldedConstant, set_form
 from nengo_onnx.passes.fold_resets import fold_constant_resets
 from nengo_onnx.passes.merge_synapses import merge_synapses
 from nengo_onnx.passes.remove_unused import remove_unused
 from nengo_onnx.passes.reset_incs import fuse_reset_incs
-from nengo_onnx.compiler.pipeline import SIMPLIFY
 from nengo_onnx.passes.util import indices
 from nengo_onnx.passes.zero_incs import remove_zero_incs
-from nengo_onnx.compiler.program import built_graph
 
 N_STEPS = 25
 

@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from nengo_onnx import ort_setup as _ort
+from nengo_onnx import ort_setup
 from nengo_onnx.training.cleanup import simplify
 
 
@@ -46,7 +46,7 @@ def model():
 
 
 def run(m, feeds):
-    return _ort.inference_session(m.SerializeToString()).run(None, feeds)
+    return ort_setup.inference_session(m.SerializeToString()).run(None, feeds)
 
 
 def test_simplify_keeps_values_and_drops_data_movement():

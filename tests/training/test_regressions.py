@@ -3,9 +3,9 @@
 
 import warnings
 
+import nengo
 import numpy as np
 import pytest
-import nengo
 
 import nengo_onnx
 from nengo_onnx import objectives, optimizers

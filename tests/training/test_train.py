@@ -3,9 +3,9 @@
 import json
 import os
 
+import nengo
 import numpy as np
 import pytest
-import nengo
 from nengo.exceptions import SimulatorClosed, ValidationError
 
 import nengo_onnx
@@ -218,7 +218,7 @@ def test_summaries(rng, tmp_path):
     x, y = square_data(rng, n=4)
     data = {net.inp: x, net.p: y}
     logdir = str(tmp_path / "tb")
-    for run in range(2):
+    for _ in range(2):
         with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
             sim.tensorboard = logdir  # Simulator(..., tensorboard=logdir)
             first = sim.train(data, optimizers.SGD(0.01), n_epochs=2,

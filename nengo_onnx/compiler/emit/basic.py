@@ -10,11 +10,10 @@ from nengo.builder.operator import (
     SparseDotInc,
     TimeUpdate,
 )
-
 from nengo.builder.probe import SimProbe
 
-from nengo_onnx.compiler.operators import FeedInput
 from nengo_onnx.compiler.emit.registry import emitter
+from nengo_onnx.compiler.operators import FeedInput
 
 
 @emitter(TimeUpdate)

@@ -13,7 +13,6 @@ batch axis.
 """
 
 import numpy as np
-
 from nengo.exceptions import BuildError
 
 from nengo_onnx.compiler.signals import view_indices

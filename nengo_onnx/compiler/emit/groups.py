@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from nengo_onnx.compiler.emit.registry import EMITTERS, emitter
 from nengo_onnx.compiler.emit.context import view_indices
+from nengo_onnx.compiler.emit.registry import EMITTERS, emitter
 from nengo_onnx.compiler.operators import LinearFilterGroup, SetMixin
 
 
@@ -35,7 +35,7 @@ class _SetContext:
     def __init__(self, ctx, Y):
         object.__setattr__(self, "_ctx", ctx)
         object.__setattr__(self, "_Y", Y)
-        object.__setattr__(self, "_started", False)
+        object.__setattr__(self, "started", False)
 
     def __getattr__(self, name):
         return getattr(self._ctx, name)
@@ -47,8 +47,8 @@ class _SetContext:
         self.write(sig, value, "inc", batched)
 
     def write(self, sig, value, mode, batched=True, index=None):
-        if mode == "inc" and not self._started and sig.base is self._Y.base:
-            object.__setattr__(self, "_started", True)
+        if mode == "inc" and not self.started and sig.base is self._Y.base:
+            object.__setattr__(self, "started", True)
             if sig is self._Y and index is None:
                 mode = "set"
             else:
@@ -67,7 +67,7 @@ def emit_set_form(op, ctx):
     fn, _ = _parent_emitter(op)
     set_ctx = _SetContext(ctx, op.Y)
     fn(op, set_ctx)
-    if not set_ctx._started:  # the increment wrote nothing: Y is zero
+    if not set_ctx.started:  # the increment wrote nothing: Y is zero
         set_ctx.inc(op.Y, ctx.const(np.zeros(op.Y.shape)), batched=False)
 
 

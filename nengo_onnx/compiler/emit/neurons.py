@@ -7,11 +7,12 @@ their next values (state left out of it keeps its value). Lookup walks the
 neuron type's MRO.
 
 Training graphs (``ctx.training``) use the *training emitters* where a type has
-one: spiking types are replaced by their rate counterparts, as NengoDL does (see
-`rate_form`). Nengo builds a ``RatesToSpikesNeuronType`` (``RegularSpiking(x)``
-...) as two ``SimNeurons``: ``x`` from the current to ``rate_out``, then the
-conversion from ``rate_out`` to spikes; only the second is emitted here as the
-spiking type, so in training it becomes ``amplitude * rate_out``.
+one: spiking types are replaced by their rate counterparts, as NengoDL does
+(``LIF -> LIFRate``, ``RegularSpiking(x) -> x`` ...). Nengo builds a
+``RatesToSpikesNeuronType`` (``RegularSpiking(x)`` ...) as two ``SimNeurons``:
+``x`` from the current to ``rate_out``, then the conversion from ``rate_out`` to
+spikes; only the second is emitted here as the spiking type, so in training it
+becomes ``amplitude * rate_out``.
 """
 
 import numpy as np
@@ -19,13 +20,15 @@ from nengo import neurons as nn
 from nengo.builder.neurons import SimNeurons
 from scipy.special import gammaln
 
+from nengo_onnx.compiler.emit.registry import emitter
 from nengo_onnx.compiler.emit.surrogates import (
     lif_rate as lif_rate_op,
+)
+from nengo_onnx.compiler.emit.surrogates import (
     lif_smoothing,
     spiking,
     spiking_gradient,
 )
-from nengo_onnx.compiler.emit.registry import emitter
 
 NEURON_EMITTERS = {}
 TRAINING_EMITTERS = {}
@@ -81,72 +84,6 @@ def emit_sim_neurons(op, ctx):
     ctx.set(op.output, output)
     for name, value in new_state.items():
         ctx.set(op.state[name], value)
-
-
-# -- rate forms -------------------------------------------------------------------------
-
-
-def _make(cls, initial_state=None, **params):
-    """``cls(**params)``, also when some parameters are per-neuron arrays.
-
-    Nengo's parameters only take scalars (and hash them), so a subclass answers
-    the names of the array parameters with the arrays.
-    """
-    params["initial_state"] = initial_state
-    arrays = {k: np.asarray(v) for k, v in params.items() if k != "initial_state"
-              and np.ndim(v) > 0}
-    if not arrays:
-        return cls(**params)
-
-    def getattribute(self, name):
-        return arrays[name] if name in arrays else cls.__getattribute__(self, name)
-
-    sub = type(f"PerNeuron{cls.__name__}", (cls,), {"__getattribute__": getattribute})
-    return sub(**{k: float(np.ravel(v)[0]) if k in arrays else v for k, v in params.items()})
-
-
-def rate_form(neuron_type):
-    """The rate neuron type that stands in for ``neuron_type`` in training.
-
-    Rate types are their own rate form. ``LIF -> LIFRate``, ``AdaptiveLIF ->
-    AdaptiveLIFRate``, ``SpikingRectifiedLinear -> RectifiedLinear`` (same
-    parameters), ``RegularSpiking(x)``, ``StochasticSpiking(x)``,
-    ``PoissonSpiking(x) -> x`` (with its amplitude multiplied by the wrapper's, if
-    ``x`` has one). ``None`` for spiking types without a rate form (Izhikevich).
-    The LIF rate form in training graphs is SoftLIF when the ``lif_smoothing``
-    setting is given; this function still answers ``LIFRate`` then.
-    """
-    if isinstance(neuron_type, nn.RatesToSpikesNeuronType):
-        base = neuron_type.base_type
-        if np.any(np.asarray(neuron_type.amplitude) != 1) and hasattr(type(base), "amplitude"):
-            params = {k: getattr(base, k) for k in _init_params(base)}
-            params["amplitude"] = base.amplitude * neuron_type.amplitude
-            return _make(type(base), initial_state=base.initial_state, **params)
-        return base
-    if isinstance(neuron_type, nn.AdaptiveLIF):
-        # the adaptation state carries over, with its initial value
-        initial = {k: v for k, v in (neuron_type.initial_state or {}).items()
-                   if k == "adaptation"}
-        return _make(nn.AdaptiveLIFRate, tau_n=neuron_type.tau_n, inc_n=neuron_type.inc_n,
-                     tau_rc=neuron_type.tau_rc, tau_ref=neuron_type.tau_ref,
-                     amplitude=neuron_type.amplitude, initial_state=initial or None)
-    if isinstance(neuron_type, nn.LIF):
-        return _make(nn.LIFRate, tau_rc=neuron_type.tau_rc, tau_ref=neuron_type.tau_ref,
-                     amplitude=neuron_type.amplitude)
-    if isinstance(neuron_type, nn.SpikingRectifiedLinear):
-        return _make(nn.RectifiedLinear, amplitude=neuron_type.amplitude)
-    if getattr(neuron_type, "spiking", False):
-        return None
-    return neuron_type
-
-
-def _init_params(neuron_type):
-    """The constructor parameters of ``neuron_type`` that are nengo Parameters."""
-    import inspect  # noqa: PLC0415
-
-    names = inspect.signature(type(neuron_type).__init__).parameters
-    return [k for k in names if k not in ("self", "initial_state")
-            and hasattr(type(neuron_type), k)]
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ the copies.
 import numpy as np
 from onnx import NodeProto, TensorProto, helper
 
-from nengo_onnx.compiler.onnx_graph import onnx_dtype
-from nengo_onnx.onnx_node import SimOnnx
 from nengo_onnx.compiler.emit.registry import emitter
 from nengo_onnx.compiler.names import sanitize
+from nengo_onnx.compiler.onnx_graph import onnx_dtype
+from nengo_onnx.onnx_node import SimOnnx
 
 
 def _subgraphs(node):

@@ -50,7 +50,7 @@ def emit_linear_filter(op, ctx):
 
     Signals of any shape are filtered elementwise: ``X`` is ``[B, n, size]`` here.
     """
-    A, B, C, D = op.process._get_ss(ctx.dt)
+    A, B, C, D = op.process._get_ss(ctx.dt)  # noqa: SLF001  (nengo's own discretization)
     shape = tuple(op.output.shape)
     size = int(np.prod(shape))
     u = ctx.reshape(ctx.read_batched(op.input), [ctx.B, 1, size])
@@ -93,7 +93,8 @@ def emit_triangle(op, ctx):
     in floats, exactly), and the tap write a ``Where`` over a one-hot mask.
     """
     Y_sig, X_sig, Xi_sig = op.state["Y"], op.state["X"], op.state["Xi"]
-    n_taps, n0, ndiff = op.process._get_coefficients(ctx.dt)
+    # nengo's own taps, so that the results are exactly nengo's
+    n_taps, n0, ndiff = op.process._get_coefficients(ctx.dt)  # noqa: SLF001
     shape = tuple(op.output.shape)
     size = int(np.prod(shape))
     u = ctx.reshape(ctx.read_batched(op.input), [ctx.B, 1, size])

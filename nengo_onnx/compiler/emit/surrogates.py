@@ -51,7 +51,7 @@ from nengo import neurons as nn
 from nengo.exceptions import ValidationError
 from onnx import TensorProto, helper
 
-from nengo_onnx import ort_setup as _ort
+from nengo_onnx import ort_setup
 
 #: Domain of the spiking functions in training graphs.
 DOMAIN = "nengo.ops"
@@ -371,5 +371,5 @@ def _function(graph, label, derivative, body, inputs, outputs):
     if not any(f.name == op_type and f.domain == DOMAIN for f in graph.functions):
         graph.functions.append(proto)
     graph.extra_opsets[DOMAIN] = 1
-    _ort.register_gradient(f"{DOMAIN}::{op_type}", derivative.gradient_nodes())
+    ort_setup.register_gradient(f"{DOMAIN}::{op_type}", derivative.gradient_nodes())
     return op_type

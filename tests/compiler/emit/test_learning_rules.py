@@ -5,10 +5,9 @@ Every network is fed a different input for each minibatch item (through
 that item's input, since learned weights are per-item state.
 """
 
+import nengo
 import numpy as np
 import pytest
-
-import nengo
 from nengo.processes import PresentInput
 
 import nengo_onnx

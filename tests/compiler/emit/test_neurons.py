@@ -4,22 +4,22 @@ Nengo runs in float32 here (``precision.bits = 32``) so that spike trains can
 be compared one to one with nengo-onnx's float32 graphs.
 """
 
+import nengo
 import numpy as np
 import pytest
 import scipy.stats
-
-import nengo
 from nengo.dists import Choice, Uniform
 from nengo.tests.test_neurons import SpikingTanh
 
 import nengo_onnx
-from nengo_onnx import ort_setup as _ort
+from nengo_onnx import ort_setup
 from nengo_onnx.compiler.block import emit_block
 from nengo_onnx.compiler.emit.context import EmitContext
-from nengo_onnx.config import Settings
-from nengo_onnx.compiler.emit.neurons import lif_rate, rate_form, soft_lif_rate
+from nengo_onnx.compiler.emit.neurons import lif_rate, soft_lif_rate
 from nengo_onnx.compiler.onnx_graph import GraphBuilder
+from nengo_onnx.config import Settings
 from nengo_onnx.passes.unroll import unroll, unrolled_order
+from tests.helpers import rate_form
 
 DT = 0.001
 B = 2
@@ -345,7 +345,7 @@ def neuron_block(neuron_type, J, training=True, settings=None, dtype=np.float32)
         for name in block.step_inputs:
             assert name == key, f"unexpected step input {name}"
         feeds[key] = J.astype(dtype)
-        session = _ort.inference_session(block.model.SerializeToString())
+        session = ort_setup.inference_session(block.model.SerializeToString())
         outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
         pname = program.probes[probe]
         state = {base: outputs[out] for base, _, out in block.state}
@@ -491,7 +491,7 @@ EDGE_J = np.array([-1e30, -1e4, -30.0, -1.0, 0.0, 0.99, 0.999999, 1.0, 1.000001,
 @pytest.mark.parametrize("sigma", [1e-4, 0.02, 1.0])
 def test_soft_lif_finite_differences(sigma):
     """SoftLIF is finite with finite, non-negative slopes everywhere, even for extremes."""
-    session = _ort.inference_session(
+    session = ort_setup.inference_session(
         _soft_lif_model(sigma, np.float64, EDGE_J.size).SerializeToString())
 
     def f(J):
@@ -508,7 +508,7 @@ def test_soft_lif_finite_differences(sigma):
 
 def test_soft_lif_onnxruntime_gradients(tmp_path):
     """onnxruntime-training differentiates SoftLIF and the LIF rate, finitely."""
-    training = _ort.import_training()
+    training = ort_setup.import_training()
     n = EDGE_J.size
     graph = GraphBuilder()
     ctx = EmitContext(graph, None, np.float32, 1, DT)

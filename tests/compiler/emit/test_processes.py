@@ -10,11 +10,10 @@
   for the same seed, in every minibatch item.
 """
 
-import numpy as np
-import pytest
-
 import nengo
 import nengo.synapses as syn
+import numpy as np
+import pytest
 from nengo.builder import Model
 from nengo.builder.processes import SimProcess
 from nengo.processes import (
@@ -27,8 +26,8 @@ from nengo.processes import (
 )
 
 import nengo_onnx
-from nengo_onnx.config import configure_settings
 from nengo_onnx.compiler.emit import find_emitter
+from nengo_onnx.config import configure_settings
 
 DT = 0.001
 STEPS = 23  # not a multiple of the unroll lengths: the one-step remainder runs too

@@ -1,13 +1,13 @@
 """Spike-aware training (``spiking_gradient``): spikes forward, rate gradients backward."""
 
+import nengo
 import numpy as np
 import onnx
 import pytest
-import nengo
 from nengo.exceptions import ValidationError
 
 import nengo_onnx
-from nengo_onnx import ort_setup as _ort, optimizers
+from nengo_onnx import optimizers, ort_setup
 from nengo_onnx.compiler.emit import surrogates
 from tests.helpers import gradients
 
@@ -156,7 +156,7 @@ def test_default_is_rate_substitution():
     calls = [node for node in model.graph.node if node.domain == surrogates.DOMAIN]
     assert len(calls) == 4  # one per step
     key = f"{surrogates.DOMAIN}::{calls[0].op_type}"
-    assert key in _ort.REGISTERED_GRADIENTS
+    assert key in ort_setup.REGISTERED_GRADIENTS
     assert calls[0].op_type.startswith("LIF_LIFRate_")
     onnx.checker.check_model(model)
 
@@ -191,7 +191,7 @@ def test_numpy_rates_match_registered_derivatives(name):
     nodes = []
     for op_type, inputs, outputs, attrs in d.nodes:
         kwargs = {}
-        for key, (value, dtype, is_tensor) in attrs.items():
+        for key, (value, _, is_tensor) in attrs.items():
             kwargs[key] = (onnx.numpy_helper.from_array(np.array([value], np.float32))
                            if is_tensor else value)
         nodes.append(helper.make_node(op_type, inputs, outputs, **kwargs))
@@ -201,7 +201,7 @@ def test_numpy_rates_match_registered_derivatives(name):
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)],
                               ir_version=10)
-    session = _ort.inference_session(model.SerializeToString())
+    session = ort_setup.inference_session(model.SerializeToString())
     feeds = {"J": J.astype(np.float32)}
     feeds.update({k: np.array(values[k], np.float32) for k in derivative.params})
     got = np.broadcast_to(session.run(None, feeds)[0], J.shape)

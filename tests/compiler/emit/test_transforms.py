@@ -5,11 +5,10 @@ compiled model covers them all. Every minibatch item gets its own input (through
 ``data``) and must equal ``nengo.Simulator`` run on that input.
 """
 
+import nengo
 import numpy as np
 import pytest
 import scipy.sparse
-
-import nengo
 from nengo.dists import Gaussian, Uniform
 from nengo.processes import PresentInput
 
