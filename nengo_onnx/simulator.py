@@ -213,8 +213,9 @@ class Simulator:
         self.optimize = state["optimize"]
         self.threads = state["threads"]
         self.tensorboard = state["tensorboard"]
-        # the pickled model went through the passes already
-        self._compile(optimize=False, params=state["params"])
+        # the pickled model went through the passes already (the merge pass changed it):
+        # running them again changes nothing more, and compiles the same program
+        self._compile(optimize=self.optimize, params=state["params"])
         self.seed = state["seed"]
         self.recorded = ProbeData(self.model.probes, self.minibatch_size, self.dtype, self.dt)
         self.data = SimulationData(self.recorded, self.program.params)
@@ -311,7 +312,7 @@ class Simulator:
         feeds = {}
         for obj, value in data.items():
             if obj not in self.program.inputs:
-                raise ValidationError(self._not_an_input(obj), attr="data", obj=self)
+                raise ValidationError(self.program.not_an_input(obj), attr="data", obj=self)
             try:
                 value = np.asarray(value)
             except ValueError as err:
@@ -334,18 +335,6 @@ class Simulator:
                                       attr="data", obj=self)
             feeds[self.program.inputs[obj]] = value
         return feeds
-
-    def _not_an_input(self, obj):
-        """Why ``obj`` cannot be a data key."""
-        network = self.network
-        if isinstance(obj, nengo.Node):
-            if network is not None and obj not in network.all_nodes:
-                return (f"{obj} belongs to another network; data keys must be input Nodes "
-                        "of this simulator's network")
-            return (f"{obj} is not an input Node (it has size_in={obj.size_in}); data "
-                    "can only be given for Nodes with size_in == 0 and an output")
-        return (f"data keys must be input Nodes of this network (got "
-                f"{type(obj).__name__} {obj})")
 
     def trange(self, sample_every=None, dt=None):
         """Times of the probed steps (the first is ``dt``, as in nengo)."""

@@ -53,6 +53,8 @@ def feed_inputs(graph):
             used.add(op.key)
 
     for node, key in input_nodes.items():
+        if key in feeds:  # fed already (rule 3)
+            continue
         sig = model.sig[node]["out"]
         source = by_output.get(sig)
         feed = FeedInput(key, sig, mode="set", source=source, node=node, tag=f"input {node}")

@@ -9,6 +9,7 @@ belongs to the runtime, not here.
 """
 
 import numpy as np
+from nengo import Node
 
 from nengo_onnx import ort_setup
 from nengo_onnx.compiler.block import emit_block
@@ -120,6 +121,17 @@ class Program:
         self._compiled_version = params.version  # of the parameter values compiled in
         #: compiled training graphs, filled and used by `nengo_onnx.training`
         self.training_graphs = {}
+
+    def not_an_input(self, obj):
+        """Why ``obj`` cannot be a key of ``data`` (it is not one of `inputs`)."""
+        if isinstance(obj, Node):
+            if self.network is not None and obj not in self.network.all_nodes:
+                return (f"{obj} belongs to another network; data keys must be input Nodes "
+                        "of this simulator's network")
+            return (f"{obj} is not an input Node (it has size_in={obj.size_in}); data "
+                    "can only be given for Nodes with size_in == 0 and an output")
+        return (f"data keys must be input Nodes of this network (got "
+                f"{type(obj).__name__} {obj})")
 
     # -- inference models -------------------------------------------------------------
 

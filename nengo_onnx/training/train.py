@@ -113,12 +113,7 @@ def validate_data(sim, data, objective=None):
             expected, what = obj.size_in, "probe.size_in"
         elif isinstance(obj, nengo.Node):
             if obj not in sim.program.inputs:
-                if sim.network is not None and obj in sim.network.all_nodes:
-                    raise ValidationError(
-                        f"{obj} is not an input Node (it has size_in={obj.size_in}); data "
-                        "can only be given for Nodes with size_in == 0", attr="data", obj=sim)
-                raise ValidationError(f"{obj} is not a Node of this simulator's network",
-                                      attr="data", obj=sim)
+                raise ValidationError(sim.program.not_an_input(obj), attr="data", obj=sim)
             expected, what = obj.size_out, "node.size_out"
         else:
             raise ValidationError(

@@ -379,7 +379,7 @@ def validation_net():
     (lambda n, x, y: {n.inp: x}, "no targets"),
     (lambda n, x, y: {n.inner: x, n.p: y}, "size_in == 0"),
     (lambda n, x, y: {nengo.Node([0], add_to_container=False): x, n.p: y},
-     "not a Node of this"),
+     "belongs to another network"),
     (lambda n, x, y: {n.inp: x, nengo.Probe(n.ens, add_to_container=False): y},
      "not a probe of this"),
     (lambda n, x, y: {n.inp: x[0], n.p: y}, r"\(n_inputs, n_steps, 2\)"),
