@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from nengo_onnx import ort_setup
 from nengo_onnx.compiler.names import sanitize
-from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET
+from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET, all_nodes
 
 #: ONNX element types an OnnxNode's input and output may have, as numpy dtypes.
 FLOAT_TYPES = {TensorProto.FLOAT: np.dtype(np.float32), TensorProto.DOUBLE: np.dtype(np.float64)}
@@ -165,14 +165,6 @@ def load_model(model):
     return None  # pragma: no cover
 
 
-def _all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
-                yield from _all_nodes(sub)
-
-
 def _default_opset(model):
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
@@ -183,7 +175,7 @@ def _default_opset(model):
 def _needs_conversion(model, opset):
     """Whether any operator's definition differs between the model's opset and ``opset``."""
     version = _default_opset(model)
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         if node.domain not in ("", "ai.onnx"):
             continue
         try:
@@ -208,9 +200,9 @@ def prepare_model(model, opset=DEFAULT_OPSET):
     if model.graph.sparse_initializer:
         _fail("the model has sparse initializers, which OnnxNode does not support; "
               "store them as dense initializers")
-    domains = sorted({n.domain for n in _all_nodes(model.graph)} - set(STANDARD_DOMAINS))
+    domains = sorted({n.domain for n in all_nodes(model.graph)} - set(STANDARD_DOMAINS))
     if domains:
-        ops = sorted({n.op_type for n in _all_nodes(model.graph) if n.domain in domains})
+        ops = sorted({n.op_type for n in all_nodes(model.graph) if n.domain in domains})
         _fail(f"the model uses operators of the domain(s) {domains} ({ops}); an OnnxNode "
               "can only hold standard ONNX operators (domain ai.onnx)")
     version = _default_opset(model)
@@ -370,7 +362,7 @@ def make_spec(model, inputs=None, outputs=None):
 def _parameters(graph):
     """The float initializers that are weights (not only `SETTING_INPUTS`)."""
     weights = {o.name for o in graph.output}
-    for node in _all_nodes(graph):
+    for node in all_nodes(graph):
         settings = SETTING_INPUTS.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ()
         weights.update(name for i, name in enumerate(node.input) if i not in settings)
     return [t.name for t in graph.initializer if t.data_type in FLOAT_TYPES and t.name in weights]

@@ -181,16 +181,18 @@ class Simulator:
         # onnxruntime sessions and Python step functions cannot be pickled: keep the
         # network, the built model, parameter values, state and probe data, and
         # compile again on loading
-        if self.closed:
-            raise SimulatorClosed("Cannot pickle a closed Simulator.")
+        running = not self.closed
         return {
             "network": self.network,
             "model": self.model,
             "settings": self.settings,
             "params": self.program.params.named(),
-            "state": self.runtime.state_arrays(),
+            # a closed simulator keeps its data, not its state (as nengo's does)
+            "state": self.runtime.state_arrays() if running else None,
             "time_state": {key: np.array(self.runtime.store[sig.base]) for key, sig in
-                           (("step", self.model.step), ("time", self.model.time))},
+                           (("step", self.model.step), ("time", self.model.time))}
+            if running else None,
+            "closed": self.closed,
             "recorded": self.recorded,
             "n_steps": self._n_steps,
             "seed": self.seed,
@@ -222,14 +224,17 @@ class Simulator:
         self.training_state = training.TrainingState()
         self.closed = False
         self.reset(seed=self.seed)
-        if not self.runtime.load_state(state["state"]):
-            raise SimulationError("the pickled simulation state does not fit the compiled "
-                                  "model (a different nengo or nengo-onnx version?)")
-        for key, sig in (("step", self.model.step), ("time", self.model.time)):
-            self.runtime.store[sig.base] = np.array(state["time_state"][key])
+        if state["state"] is not None:
+            if not self.runtime.load_state(state["state"]):
+                raise SimulationError("the pickled simulation state does not fit the compiled "
+                                      "model (a different nengo or nengo-onnx version?)")
+            for key, sig in (("step", self.model.step), ("time", self.model.time)):
+                self.runtime.store[sig.base] = np.array(state["time_state"][key])
         self._n_steps = self.runtime.n_steps = state["n_steps"]
         self.recorded = state["recorded"]
         self.data = SimulationData(self.recorded, self.program.params)
+        if state["closed"]:
+            self.close()
 
     def close(self):
         """Close the simulator; it cannot run again (its data stays readable)."""

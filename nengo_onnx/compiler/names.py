@@ -88,6 +88,9 @@ class Names:
             self.objects[obj] = taken[namespace].claim(name)
         self.signals = {}
         self._signal_names = UniqueNames()
+        # objects' reprs in nengo's signal names, longest first (one may contain another)
+        self._reprs = sorted(((str(obj), name) for obj, name in self.objects.items()),
+                             key=lambda item: -len(item[0]))
 
     # -- objects --------------------------------------------------------------------------
 
@@ -106,25 +109,29 @@ class Names:
 
     # -- signals --------------------------------------------------------------------------
 
+    def _owned_signals(self):
+        """``(object, key, signal)`` of every signal ``model.sig`` files under an object."""
+        for obj, sigs in self.model.sig.items():
+            if isinstance(obj, (NengoObject, Neurons, LearningRule)):
+                for key, sig in sigs.items():
+                    if sig is not None and hasattr(sig, "base"):
+                        yield obj, key, sig
+
     def name_signals(self, operators):
         """Name every base signal of ``operators`` (call once, after the passes)."""
-        for obj, sigs in self.model.sig.items():
-            if not isinstance(obj, (NengoObject, Neurons, LearningRule)):
-                continue
-            for key, sig in sigs.items():
-                if sig is not None and hasattr(sig, "base") and sig.base not in self.signals:
-                    self.signals[sig.base] = self._signal_names.claim(self.param(obj, key))
-        reprs = sorted(((str(obj), name) for obj, name in self.objects.items()),
-                       key=lambda item: -len(item[0]))
+        for obj, key, sig in self._owned_signals():
+            if sig.base not in self.signals:
+                self.signals[sig.base] = self._signal_names.claim(self.param(obj, key))
         for op in operators:
             for sig in op.all_signals:
                 if sig.base not in self.signals:
                     self.signals[sig.base] = self._signal_names.claim(
-                        self._unowned_name(sig.base, reprs))
+                        self._unowned_name(sig.base))
 
-    def _unowned_name(self, base, reprs):
-        text = str(base.name)
-        for obj_repr, name in reprs:
+    def _unowned_name(self, sig):
+        """nengo's name of a signal, with objects named by their names, no addresses."""
+        text = str(sig.name)
+        for obj_repr, name in self._reprs:
             text = text.replace(obj_repr, name)
         name = sanitize(_ADDRESS.sub("", text))
         return name if "." in name else f"signal.{name}"
@@ -145,15 +152,10 @@ class Names:
 
     def feed(self, sig):
         """The graph input of a time-only operator that writes ``sig`` (before merging)."""
-        for obj, sigs in self.model.sig.items():
-            if not isinstance(obj, (NengoObject, Neurons, LearningRule)):
-                continue
-            for key, owned in sigs.items():
-                if owned is sig:
-                    return f"feed.{self.param(obj, key)}"
-        reprs = sorted(((str(obj), name) for obj, name in self.objects.items()),
-                       key=lambda item: -len(item[0]))
-        return f"feed.{self._unowned_name(sig, reprs)}"
+        for obj, key, owned in self._owned_signals():
+            if owned is sig:
+                return f"feed.{self.param(obj, key)}"
+        return f"feed.{self._unowned_name(sig)}"
 
     def probe(self, probe):
         """The graph output with a probe's data."""

@@ -156,6 +156,23 @@ class GraphBuilder:
         return model
 
 
+def subgraphs(node):
+    """The graphs a node holds as attributes (``If`` branches, ``Scan``/``Loop`` bodies)."""
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            yield from attr.graphs
+
+
+def all_nodes(graph):
+    """Every node of ``graph``, including those of its subgraphs, depth first."""
+    for node in graph.node:
+        yield node
+        for sub in subgraphs(node):
+            yield from all_nodes(sub)
+
+
 def serialize(model):
     """Serialize a model, with a clear error instead of protobuf's for huge graphs."""
     try:

@@ -18,6 +18,7 @@ from nengo_onnx.compiler.names import Names
 from nengo_onnx.compiler.params import ParameterStore
 from nengo_onnx.compiler.pipeline import run_passes
 from nengo_onnx.compiler.signals import SignalPlan
+from nengo_onnx.config import settings_of
 from nengo_onnx.passes.unroll import unroll, unrolled_order
 
 
@@ -43,8 +44,8 @@ def built_graph(model, network):
     return graph
 
 
-def compile_model(model, network, settings, *, minibatch_size=1, unroll=10, optimize=True,
-                  threads=None, params=None):
+def compile_model(model, network=None, settings=None, *, minibatch_size=1, unroll=10,
+                  optimize=True, threads=None, params=None):
     """Run the passes over a built ``model`` and return its `Program`.
 
     Parameters
@@ -53,8 +54,8 @@ def compile_model(model, network, settings, *, minibatch_size=1, unroll=10, opti
         The model, built by nengo's own Builder.
     network : nengo.Network or None
         The network it was built from (None: a model built elsewhere).
-    settings : `nengo_onnx.config.Settings`
-        The network's validated nengo-onnx settings.
+    settings : `nengo_onnx.config.Settings`, optional
+        The network's validated nengo-onnx settings (default: ``settings_of(network)``).
     minibatch_size, unroll, threads
         Batch size, steps per ONNX call, onnxruntime's intra-op threads.
     optimize : bool
@@ -63,6 +64,7 @@ def compile_model(model, network, settings, *, minibatch_size=1, unroll=10, opti
         ``{signal name: value}`` of parameter values to start from (e.g. trained
         values of a pickled simulator).
     """
+    settings = settings_of(network) if settings is None else settings
     n_built = len(model.operators)  # before the passes, which replace operators
     graph = built_graph(model, network)
     names = graph.graph["names"]

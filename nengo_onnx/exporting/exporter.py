@@ -45,7 +45,13 @@ from nengo_onnx import __version__
 from nengo_onnx.compiler import params as params_io
 from nengo_onnx.compiler.emit import find_emitter
 from nengo_onnx.compiler.names import port_kind, port_object
-from nengo_onnx.compiler.onnx_graph import DEFAULT_OPSET, onnx_dtype, serialize
+from nengo_onnx.compiler.onnx_graph import (
+    DEFAULT_OPSET,
+    all_nodes,
+    onnx_dtype,
+    serialize,
+    subgraphs,
+)
 from nengo_onnx.compiler.program import compile_model
 from nengo_onnx.config import settings_of
 from nengo_onnx.files import write_atomically
@@ -406,7 +412,7 @@ def build_model(program, steps=None, fixed=None, opset=MAX_OPSET):
         first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
         raise ExportError(f"the exported model fails onnx.checker at opset {opset}: {first}"
                           + (" (try a newer opset)" if opset < MAX_OPSET else "")) from err
-    info.onnx_nodes = sum(1 for _ in _all_nodes(model.graph))
+    info.onnx_nodes = sum(1 for _ in all_nodes(model.graph))
     inits = list(_all_initializers(model.graph))
     info.initializers = len(inits)
     info.parameters = int(sum(np.prod(t.dims, dtype=np.int64) for t in inits))
@@ -753,25 +759,10 @@ def _fixed_scan(program, block, names, n_steps):
 # -- ONNX graph editing -----------------------------------------------------------------------
 
 
-def _subgraphs(node):
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            yield from attr.graphs
-
-
-def _all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for sub in _subgraphs(node):
-            yield from _all_nodes(sub)
-
-
 def _all_initializers(graph):
     yield from graph.initializer
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             yield from _all_initializers(sub)
 
 
@@ -781,7 +772,7 @@ def names_in(graph):
     names.update(t.name for t in graph.initializer)
     for node in graph.node:
         names.update(n for n in list(node.input) + list(node.output) if n)
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             names |= names_in(sub)
     return names
 
@@ -819,7 +810,7 @@ def _rename(graph, mapping):
         for i, name in enumerate(node.output):
             if name in mapping:
                 node.output[i] = mapping[name]
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _rename(sub, mapping)
 
 
@@ -831,7 +822,7 @@ def prune(graph):
         if any(out in needed for out in node.output):
             keep.append(node)
             needed.update(n for n in node.input if n)
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 needed |= names_in(sub)
     keep.reverse()
     keep = [_copy_node(n) for n in keep]
@@ -872,7 +863,7 @@ def convert_opset(model, opset):
     if opset > current:
         raise ExportError(f"cannot convert a model at opset {current} up to {opset}")
     shapes = {}
-    if opset < 18 and any(n.op_type == "Split" for n in _all_nodes(model.graph)):
+    if opset < 18 and any(n.op_type == "Split" for n in all_nodes(model.graph)):
         inferred = onnx.shape_inference.infer_shapes(model)
         shapes = _shapes(inferred.graph)
     _downgrade(model.graph, opset, shapes, {})
@@ -888,7 +879,7 @@ def _shapes(graph, out=None):
         dims = v.type.tensor_type.shape.dim
         out[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _shapes(sub, out)
     return out
 
@@ -908,7 +899,7 @@ def _downgrade(graph, opset, shapes, outer_inits):
             del node.input[1:]
             node.attribute.append(helper.make_attribute(
                 "axes", numpy_helper.to_array(axes).astype(int).ravel().tolist()))
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _downgrade(sub, opset, shapes, inits)
 
 

@@ -12,10 +12,15 @@ from nengo.exceptions import SimulationError
 from nengo_onnx.compiler.signals import dense, view_indices
 
 
-def sim_time(step, dt):
-    """``step * dt`` in float64, as a Python float: the ``t`` that nengo.Simulator
-    gives Python functions (time-only inputs and functions of signals alike)."""
-    return float(np.float64(step) * np.float64(dt))
+def sim_time(step, dt, dtype=np.float64):
+    """``step * dt`` rounded to ``dtype``, as a Python float.
+
+    Time-only inputs are computed at nengo's exact (float64) time. Python functions
+    of the network's signals get the time rounded to the simulation dtype, like the
+    signals they read: ``Node(lambda t: t)`` fed into such a function then gives
+    exactly its ``t`` (nengo's own test_node.py::test_args checks ``x[0] == t``).
+    """
+    return float(np.dtype(dtype).type(step * dt))
 
 
 class TimeFeeder:
@@ -78,6 +83,7 @@ class HostOp:
         self.plan = program.signals
         self.params = program.params
         self.time_base = program.model.time.base
+        self.dtype = program.dtype
         dt = self.dt = program.dt
         bases = []
         for sig in op.all_signals:
@@ -112,8 +118,8 @@ class HostOp:
         for b, (sd, step) in enumerate(self.items):
             for base in self.bases:
                 if base is self.time_base:
-                    # nengo's exact float64 time (the graph's float32 time is rounded)
-                    dict.__getitem__(sd, base)[...] = sim_time(step_number, self.dt)
+                    # in the simulation dtype, as the signals it reads (see `sim_time`)
+                    dict.__getitem__(sd, base)[...] = sim_time(step_number, self.dt, self.dtype)
                 elif base in store:
                     value = store[base][b] if self.plan.batched(base) else store[base]
                     dict.__getitem__(sd, base)[...] = value

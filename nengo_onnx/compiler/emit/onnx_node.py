@@ -10,20 +10,12 @@ the copies.
 """
 
 import numpy as np
-from onnx import NodeProto, TensorProto, helper
+from onnx import NodeProto, TensorProto
 
 from nengo_onnx.compiler.emit.registry import emitter
 from nengo_onnx.compiler.names import sanitize
-from nengo_onnx.compiler.onnx_graph import onnx_dtype
+from nengo_onnx.compiler.onnx_graph import onnx_dtype, subgraphs
 from nengo_onnx.onnx_node import SimOnnx
-
-
-def _subgraphs(node):
-    for attr in node.attribute:
-        if attr.type == helper.AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == helper.AttributeProto.GRAPHS:
-            yield from attr.graphs
 
 
 def _rename_graph(graph, rename):
@@ -39,7 +31,7 @@ def _rename_graph(graph, rename):
 def _rename_node(node, rename):
     node.input[:] = [rename(n) for n in node.input]
     node.output[:] = [rename(n) for n in node.output]
-    for sub in _subgraphs(node):
+    for sub in subgraphs(node):
         _rename_graph(sub, rename)
 
 
