@@ -37,8 +37,8 @@ from nengo_onnx import ort_setup as _ort
 
 
 
-#: ONNX ops without a gradient builder in onnxruntime-training 1.19 (shared notes,
-#: 2.1); ``If``/``Loop``/``Scan`` on the gradient path can even abort the process.
+#: ONNX ops without a gradient builder in onnxruntime-training 1.19.2 (none is registered
+#: in its binary); ``If``/``Loop``/``Scan`` on the gradient path can even abort the process.
 NO_GRADIENT = {
     "Sum", "Mean", "Einsum", "CumSum", "Floor", "Ceil", "Round", "Sign", "Mod", "Softplus",
     "Elu", "Selu", "Softsign", "HardSigmoid", "ReduceMax", "ReduceMin", "ReduceProd",
