@@ -21,7 +21,8 @@ def tool():
 def test_generated_section_is_current(tool):
     assert tool.is_current(DOC), (
         "docs/architecture.md is stale: run python tools/architecture.py --write "
-        "docs/architecture.md")
+        "docs/architecture.md"
+    )
 
 
 def test_write_keeps_the_hand_written_text(tool, tmp_path):
@@ -42,7 +43,8 @@ def test_every_module_is_in_the_graph(tool):
     assert "nengo_onnx.compiler.program" in graph
     assert "nengo_onnx.passes.merge" in graph  # passes/ is installed as nengo_onnx.passes
     assert "nengo_onnx.passes" in graph["nengo_onnx.compiler.pipeline"] or any(
-        t.startswith("nengo_onnx.passes.") for t in graph["nengo_onnx.compiler.pipeline"])
+        t.startswith("nengo_onnx.passes.") for t in graph["nengo_onnx.compiler.pipeline"]
+    )
     assert tool.unit_of("nengo_onnx.compiler.emit.basic") == "compiler.emit"
     assert tool.unit_of("nengo_onnx.compiler.names") == "compiler"
     assert tool.unit_of("nengo_onnx") == "nengo_onnx"

@@ -48,13 +48,22 @@ UNITS = [
     ("exporting", ["nengo_onnx.exporting"], "export to a portable .onnx file; its runner"),
     ("training", ["nengo_onnx.training"], "sim.train and sim.loss on onnxruntime-training"),
     ("runtime", ["nengo_onnx.runtime"], "run a Program: state, feeds, Python operators"),
-    ("compiler.program",
-     ["nengo_onnx.compiler.program", "nengo_onnx.compiler.pipeline", "nengo_onnx.compiler.block"],
-     "compile_model -> Program; the pass pipeline; emit_block"),
+    (
+        "compiler.program",
+        [
+            "nengo_onnx.compiler.program",
+            "nengo_onnx.compiler.pipeline",
+            "nengo_onnx.compiler.block",
+        ],
+        "compile_model -> Program; the pass pipeline; emit_block",
+    ),
     ("passes", ["nengo_onnx.passes"], "operator graph -> operator graph"),
     ("compiler.emit", ["nengo_onnx.compiler.emit"], "one ONNX emitter per operator type"),
-    ("compiler", ["nengo_onnx.compiler"],
-     "operator graph, Operators, names, signals, parameters, invariants"),
+    (
+        "compiler",
+        ["nengo_onnx.compiler"],
+        "operator graph, Operators, names, signals, parameters, invariants",
+    ),
     ("config", ["nengo_onnx.config"], "configure_settings, Settings"),
     ("objectives", ["nengo_onnx.objectives"], "loss functions"),
     ("optimizers", ["nengo_onnx.optimizers"], "Keras-style optimizers"),
@@ -135,11 +144,20 @@ def imports(module, path, modules):
     return found
 
 
-def _public_imports():
-    """The package's lazily imported public names: ``[(module, True)]`` (``nengo_onnx._PUBLIC``)."""
-    import nengo_onnx  # noqa: PLC0415
+def _public_imports(path):
+    """The package's public names, imported on first use: ``[(module, True)]``.
 
-    return [(module or f"nengo_onnx.{name}", True) for name, module in nengo_onnx._PUBLIC.items()]
+    Read from the ``_PUBLIC`` table of the package's ``__init__`` (``{name: module, or
+    None when the name is a module of its own}``).
+    """
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_PUBLIC" for t in node.targets
+        ):
+            table = ast.literal_eval(node.value)
+            return [(module or f"nengo_onnx.{name}", True) for name, module in table.items()]
+    return []
 
 
 def unit_of(module):
@@ -160,7 +178,7 @@ def module_graph():
     for module, path in modules.items():
         found = imports(module, path, modules)
         if module == "nengo_onnx":
-            found += _public_imports()
+            found += _public_imports(path)
         edges = {}
         for target, lazy in found:
             edges[target] = edges.get(target, True) and lazy
@@ -261,32 +279,54 @@ def dependency_section(graph=None):
         "",
     ]
     for package in EXTERNAL:
-        eager = sorted(a for (a, b), behind in edges.items()
-                       if b == package and not all(behind.values()))
-        lazy = sorted(a for (a, b), behind in edges.items()
-                      if b == package and all(behind.values()))
+        eager = sorted(
+            a for (a, b), behind in edges.items() if b == package and not all(behind.values())
+        )
+        lazy = sorted(
+            a for (a, b), behind in edges.items() if b == package and all(behind.values())
+        )
         text = ", ".join(f"`{u}`" for u in eager) or "none"
         if lazy:
             text += "; inside functions only: " + ", ".join(f"`{u}`" for u in lazy)
         lines.append(f"- Units that import `{package}`: {text}.")
     for what, eager in (("module-level imports", True), ("all imports", False)):
-        units_ = cycles([e for e, behind in edges.items() if e[1] not in EXTERNAL
-                         and not (eager and all(behind.values()))])
-        modules_ = cycles([(m, t) for m, ts in graph.items() for t, lazy in ts.items()
-                           if t not in EXTERNAL and not (eager and lazy)])
-        lines.append(f"- Cycles through {what}: between units: {_loops(units_, str)}; "
-                     f"between modules: {_loops(modules_, _short)}.")
+        units_ = cycles(
+            [
+                e
+                for e, behind in edges.items()
+                if e[1] not in EXTERNAL and not (eager and all(behind.values()))
+            ]
+        )
+        modules_ = cycles(
+            [
+                (m, t)
+                for m, ts in graph.items()
+                for t, lazy in ts.items()
+                if t not in EXTERNAL and not (eager and lazy)
+            ]
+        )
+        lines.append(
+            f"- Cycles through {what}: between units: {_loops(units_, str)}; "
+            f"between modules: {_loops(modules_, _short)}."
+        )
     lines += ["", "| unit | what | modules |", "|---|---|---|"]
     for unit in units:
         listed = ", ".join(f"`{_short(m)}`" for m in members[unit])
         lines.append(f"| `{unit}` | {described.get(unit, '')} | {listed} |")
-    lines += ["", "The imports behind each arrow (`*`: inside a function):", "",
-              "| from | to | imports |", "|---|---|---|"]
+    lines += [
+        "",
+        "The imports behind each arrow (`*`: inside a function):",
+        "",
+        "| from | to | imports |",
+        "|---|---|---|",
+    ]
     for (a, b), behind in edges.items():
         if b in EXTERNAL:
             continue
-        listed = ", ".join(f"`{_short(m)}` -> `{_short(t)}`" + ("*" if lazy else "")
-                           for (m, t), lazy in sorted(behind.items()))
+        listed = ", ".join(
+            f"`{_short(m)}` -> `{_short(t)}`" + ("*" if lazy else "")
+            for (m, t), lazy in sorted(behind.items())
+        )
         lines.append(f"| `{a}` | `{b}` | {listed} |")
     return "\n".join(lines)
 
@@ -306,7 +346,7 @@ def _qualified(fn):
 
 def passes_section():
     """Markdown: the passes in the order they run, from ``nengo_onnx.compiler.pipeline``."""
-    from nengo_onnx.compiler import pipeline  # noqa: PLC0415
+    from nengo_onnx.compiler import pipeline
 
     lines = [
         "| # | pass | what it does | with `optimize=False` |",
@@ -317,8 +357,7 @@ def passes_section():
         lines.append(f"| {i} | {_qualified(pass_)} | {_first_line(pass_)} | {skipped} |")
         if pass_ is pipeline.simplify:
             for j, step in enumerate(pipeline.SIMPLIFY, 1):
-                lines.append(f"| {i}.{j} | {_qualified(step)} | {_first_line(step)} | "
-                             f"{skipped} |")
+                lines.append(f"| {i}.{j} | {_qualified(step)} | {_first_line(step)} | {skipped} |")
     return "\n".join(lines)
 
 
@@ -331,8 +370,8 @@ def _type_name(cls):
 
 def emitters_section():
     """Markdown: operator type -> emitter, and neuron type -> neuron emitters."""
-    from nengo_onnx.compiler.emit import EMITTERS  # noqa: PLC0415 (loads every emitter)
-    from nengo_onnx.compiler.emit import neurons  # noqa: PLC0415
+    # importing the package loads every emitter module, filling the registries
+    from nengo_onnx.compiler.emit import EMITTERS, neurons
 
     key = lambda cls: (cls.__module__, cls.__qualname__)  # noqa: E731
     lines = [
@@ -342,8 +381,7 @@ def emitters_section():
     for op_type in sorted(EMITTERS, key=key):
         fn, supports = EMITTERS[op_type]
         check = f"`{supports.__name__}`" if supports is not None else ""
-        lines.append(f"| {_type_name(op_type)} | {_qualified(fn)} | {check} | "
-                     f"{_first_line(fn)} |")
+        lines.append(f"| {_type_name(op_type)} | {_qualified(fn)} | {check} | {_first_line(fn)} |")
     lines += [
         "",
         "Neuron types (`SimNeurons` dispatches on them; training graphs use the training "
@@ -356,8 +394,10 @@ def emitters_section():
     for neuron_type in types:
         fn = neurons.NEURON_EMITTERS.get(neuron_type)
         training = neurons.TRAINING_EMITTERS.get(neuron_type)
-        lines.append(f"| {_type_name(neuron_type)} | {_qualified(fn) if fn else ''} | "
-                     f"{_qualified(training) if training else ''} |")
+        lines.append(
+            f"| {_type_name(neuron_type)} | {_qualified(fn) if fn else ''} | "
+            f"{_qualified(training) if training else ''} |"
+        )
     return "\n".join(lines)
 
 
@@ -366,33 +406,35 @@ def emitters_section():
 
 def generate():
     """The generated section's markdown (without the marker comments)."""
-    return "\n".join([
-        "## Generated from the code",
-        "",
-        "Written by `python tools/architecture.py --write docs/architecture.md`; "
-        "`tests/test_architecture.py` fails when it is out of date. Do not edit it by hand.",
-        "",
-        "### Package dependencies",
-        "",
-        dependency_section(),
-        "",
-        "### The passes, in the order they run",
-        "",
-        "From `nengo_onnx.compiler.pipeline` (`PASSES`; `simplify` repeats `SIMPLIFY` until the "
-        "operator count settles; `OPTIMIZATIONS` are left out with "
-        "`Simulator(optimize=False)`).",
-        "",
-        passes_section(),
-        "",
-        "### The emitters",
-        "",
-        "From the registry `nengo_onnx.compiler.emit.registry.EMITTERS`. Lookup walks the "
-        "operator type's MRO, so subclasses (e.g. the set forms `DotSet`, ... of `SetMixin`) "
-        "use their parent's emitter; an operator whose `supports` check gives a reason runs "
-        "in Python.",
-        "",
-        emitters_section(),
-    ])
+    return "\n".join(
+        [
+            "## Generated from the code",
+            "",
+            "Written by `python tools/architecture.py --write docs/architecture.md`; "
+            "`tests/test_architecture.py` fails when it is out of date. Do not edit it by hand.",
+            "",
+            "### Package dependencies",
+            "",
+            dependency_section(),
+            "",
+            "### The passes, in the order they run",
+            "",
+            "From `nengo_onnx.compiler.pipeline` (`PASSES`; `simplify` repeats `SIMPLIFY` "
+            "until the operator count settles; `OPTIMIZATIONS` are left out with "
+            "`Simulator(optimize=False)`).",
+            "",
+            passes_section(),
+            "",
+            "### The emitters",
+            "",
+            "From the registry `nengo_onnx.compiler.emit.registry.EMITTERS`. Lookup walks the "
+            "operator type's MRO, so subclasses (e.g. the set forms `DotSet`, ... of `SetMixin`) "
+            "use their parent's emitter; an operator whose `supports` check gives a reason runs "
+            "in Python.",
+            "",
+            emitters_section(),
+        ]
+    )
 
 
 def with_section(text, section):
@@ -401,7 +443,7 @@ def with_section(text, section):
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         return text.rstrip("\n") + "\n\n" + block + "\n"
-    return text[:start] + block + text[end + len(END):]
+    return text[:start] + block + text[end + len(END) :]
 
 
 def is_current(path=DOC):
@@ -417,9 +459,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="FILE", help="rewrite FILE's generated section")
-    group.add_argument("--check", metavar="FILE", nargs="?", const=str(DOC),
-                       help="exit 1 if FILE's generated section is stale "
-                            "(default: docs/architecture.md)")
+    group.add_argument(
+        "--check",
+        metavar="FILE",
+        nargs="?",
+        const=str(DOC),
+        help="exit 1 if FILE's generated section is stale (default: docs/architecture.md)",
+    )
     args = parser.parse_args(argv)
     if args.write:
         path = Path(args.write)
@@ -429,8 +475,11 @@ def main(argv=None):
     if args.check:
         if is_current(args.check):
             return 0
-        print(f"{args.check}: the generated section is stale; run "
-              f"python tools/architecture.py --write {args.check}", file=sys.stderr)
+        print(
+            f"{args.check}: the generated section is stale; run "
+            f"python tools/architecture.py --write {args.check}",
+            file=sys.stderr,
+        )
         return 1
     print(generate())
     return 0
