@@ -1,6 +1,8 @@
 """Writing files so that nothing a user saved is ever lost or half-written.
 
-Standard library only: the standalone runner of exported models uses it too.
+Standard library only. (The standalone runner of exported models,
+`nengo_onnx.exporting.runner`, imports nothing from nengo-onnx, so it writes its
+output file through a temporary file and a rename of its own.)
 """
 
 import glob

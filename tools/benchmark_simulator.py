@@ -1,6 +1,6 @@
 """Benchmark nengo_onnx.Simulator against nengo.Simulator in the same run.
 
-Networks (from the core issue): a Node(sin) feeding a chain of Ensembles of LIF
+Networks: a Node(sin) feeding a chain of Ensembles of LIF
 neurons (1-D, default synapses), probed at the end. Prints build time, compile
 time and steps/s for both simulators, and their ratios, as a Markdown table.
 

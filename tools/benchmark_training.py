@@ -1,4 +1,4 @@
-"""Benchmark Simulator.train (issue 3, item 10) and compare with NengoDL's numbers.
+"""Benchmark Simulator.train and compare with NengoDL's numbers.
 
 Measured in one run, each training the same way NengoDL's benchmark did:
 
@@ -32,7 +32,8 @@ import time
 
 import numpy as np
 
-#: NengoDL 3.6 (TensorFlow 2.12 CPU, 2 cores) on this machine type, from issue 3.
+#: NengoDL 3.6 (TensorFlow 2.12 CPU, 2 cores) on this machine type, measured on the same
+#: three benchmarks (NengoDL is not installed here, so they are not run again).
 NENGODL = {
     "a_epoch": 0.106, "a_accuracy": 0.963,
     "b_epoch": 0.317, "b_loss_first": 0.189, "b_loss": 0.0054,
@@ -117,7 +118,7 @@ def integrator_net(seed=0):
 def integrator_data(n=256, steps=50, hold=10, dt=0.001, seed=0):
     """Random levels in [-1, 1], a new one every ``hold`` steps; the target is their
     running integral ``sum(x) * dt`` (the initial network's loss is then about NengoDL's
-    first-epoch 0.189; the issue does not give NengoDL's exact data)."""
+    first-epoch 0.189; NengoDL's exact data are not known)."""
     rng = np.random.RandomState(seed)
     x = np.repeat(rng.uniform(-1, 1, (n, steps // hold, 1)), hold, axis=1)
     return x.astype(np.float32), (np.cumsum(x, axis=1) * dt).astype(np.float32)

@@ -35,8 +35,8 @@ from onnx import helper, numpy_helper, shape_inference
 
 from nengo_onnx import ort_setup
 
-#: ONNX ops without a gradient builder in onnxruntime-training 1.19 (shared notes,
-#: 2.1); ``If``/``Loop``/``Scan`` on the gradient path can even abort the process.
+#: ONNX ops without a gradient builder in onnxruntime-training 1.19.2 (none is registered
+#: in its binary); ``If``/``Loop``/``Scan`` on the gradient path can even abort the process.
 NO_GRADIENT = {
     "Sum", "Mean", "Einsum", "CumSum", "Floor", "Ceil", "Round", "Sign", "Mod", "Softplus",
     "Elu", "Selu", "Softsign", "HardSigmoid", "ReduceMax", "ReduceMin", "ReduceProd",

@@ -1,5 +1,7 @@
-"""Regression tests for training failures found by trying networks as users build them
-(issue 8, items 1, 3 and 4)."""
+"""Regression tests for training failures found by trying networks as users build them:
+two objectives that made onnxruntime's GemmSumFusion abort, gradients through every
+synapse type (a broadcast ``Where`` gradient of the wrong shape), and parameters that no
+gradient reaches (which made ``generate_artifacts`` fail)."""
 
 import warnings
 
@@ -48,7 +50,7 @@ def check_against_finite_differences(sim, data, objective=None):
             param.name, grad, fd)
 
 
-# -- item 1: two objectives, one probe reached without a synapse, one on the neurons ----------
+# -- two objectives, one probe reached without a synapse, one on the neurons -----------------
 
 
 def two_probe_net(probe_kind, neuron_type=None, dtype=None):
@@ -99,7 +101,7 @@ def test_mse_with_rate_regularizer_gradients():
         check_against_finite_differences(sim, data, objective)
 
 
-# -- item 3: gradients through every synapse type ------------------------------------------
+# -- gradients through every synapse type --------------------------------------------------
 
 
 SYNAPSES = {
@@ -146,7 +148,7 @@ def test_synapse_gradients_match_finite_differences(synapse, recurrent):
 
 
 def test_recurrent_triangle_trains():
-    """The issue's network: the train step failed in a Reshape of the Where gradient."""
+    """A recurrent Triangle synapse: the train step failed in a Reshape of the Where gradient."""
     with nengo.Network(seed=0) as net:
         a = nengo.Node([0])
         e = nengo.Ensemble(12, 1, neuron_type=nengo.RectifiedLinear())
@@ -162,7 +164,7 @@ def test_recurrent_triangle_trains():
         assert not np.array_equal(sim.data[conn].weights, weights)
 
 
-# -- item 4: parameters that no gradient reaches -------------------------------------------
+# -- parameters that no gradient reaches ---------------------------------------------------
 
 
 NEURON_TYPES = {
@@ -237,7 +239,7 @@ def test_unreached_parameters_are_left_unchanged(neuron_type, optimize):
 
 
 def test_only_izhikevich_network_trains_nothing_with_one_warning():
-    """The issue's failure: a network of only Izhikevich neurons; nothing to train."""
+    """A network of only Izhikevich neurons: nothing to train, one warning, no failure."""
     with nengo.Network(seed=0) as net:
         a = nengo.Node([0.5])
         e = nengo.Ensemble(10, 1, neuron_type=nengo.Izhikevich())
