@@ -4,8 +4,9 @@ Each optimizer updates numpy arrays in place, vectorized: in training these are
 the zero-copy views of onnxruntime-training's parameter buffers, so an update
 costs a few numpy passes over the parameters (onnxruntime-training's own
 optimizers are only plain SGD, without momentum, and Hugging Face-style AdamW,
-and its training API refuses any other optimizer graph). The equations are Keras 3's (the same as TensorFlow >= 2.11's, which
-NengoDL 3 users know); ``t`` counts the updates, starting at 1:
+and its training API refuses any other optimizer graph). The equations are Keras
+3's (the same as TensorFlow >= 2.11's, which NengoDL 3 users know); ``t`` counts
+the updates, starting at 1:
 
 =========  ==============================================================================
 SGD        ``m = momentum * m - lr * g``; ``w += momentum * m - lr * g`` (Nesterov)
