@@ -56,8 +56,9 @@ def _namespace(target):
         except SystemExit as err:
             raise CLIError(f"{target} exited (SystemExit {err.code}) while loading") from err
         except Exception as err:
-            raise CLIError(f"error while running {target}: {type(err).__name__}: "
-                           f"{_one_line(err)}") from err
+            raise CLIError(
+                f"error while running {target}: {type(err).__name__}: {_one_line(err)}"
+            ) from err
         finally:
             if sys.path and sys.path[0] == directory:
                 sys.path.pop(0)
@@ -70,8 +71,9 @@ def _namespace(target):
             raise CLIError(f"no such file or module: {target}") from err
         raise CLIError(f"error while importing {target}: {_one_line(err)}") from err
     except Exception as err:
-        raise CLIError(f"error while importing {target}: {type(err).__name__}: "
-                       f"{_one_line(err)}") from err
+        raise CLIError(
+            f"error while importing {target}: {type(err).__name__}: {_one_line(err)}"
+        ) from err
     return vars(module)
 
 
@@ -84,13 +86,15 @@ def _as_network(obj, what):
         try:
             result = obj()
         except Exception as err:
-            raise CLIError(f"calling {what}() failed: {type(err).__name__}: "
-                           f"{_one_line(err)}") from err
+            raise CLIError(
+                f"calling {what}() failed: {type(err).__name__}: {_one_line(err)}"
+            ) from err
         if isinstance(result, nengo.Network):
             return result
         raise CLIError(f"{what}() returned {type(result).__name__}, not a nengo.Network")
-    raise CLIError(f"{what} is a {type(obj).__name__}, not a nengo.Network or a function "
-                   "returning one")
+    raise CLIError(
+        f"{what} is a {type(obj).__name__}, not a nengo.Network or a function returning one"
+    )
 
 
 def load_network(spec):
@@ -122,12 +126,13 @@ def load_network(spec):
     nested = {id(sub) for _, net in found.values() for sub in net.all_networks}
     tops = [(name, net) for key, (name, net) in found.items() if key not in nested]
     if not tops:
-        raise CLIError(f"{target} defines no nengo.Network (define one at the top level or a "
-                       f"function `network()` returning one, or name it as {target}:NAME)")
+        raise CLIError(
+            f"{target} defines no nengo.Network (define one at the top level or a "
+            f"function `network()` returning one, or name it as {target}:NAME)"
+        )
     if len(tops) > 1:
         names = ", ".join(name for name, _ in tops)
-        raise CLIError(f"{target} defines several networks ({names}); choose one as "
-                       f"{target}:NAME")
+        raise CLIError(f"{target} defines several networks ({names}); choose one as {target}:NAME")
     return tops[0][1]
 
 
@@ -145,14 +150,22 @@ def compile_command(args):
     from nengo_onnx.exporting.exporter import export_network  # noqa: PLC0415
 
     if args.params is not None and not any(
-            os.path.isfile(p) for p in (args.params, f"{args.params}.npz")):
+        os.path.isfile(p) for p in (args.params, f"{args.params}.npz")
+    ):
         raise CLIError(f"no such params file: {args.params}")
     network = load_network(args.model)
     output = args.output or _default_output(args.model)
     info = export_network(
-        network, output, params=args.params, steps=args.steps, fixed=args.fixed,
-        minibatch_size=args.minibatch, opset=args.opset, dt=args.dt,
-        inputs_path=args.save_inputs, input_steps=args.input_steps,
+        network,
+        output,
+        params=args.params,
+        steps=args.steps,
+        fixed=args.fixed,
+        minibatch_size=args.minibatch,
+        opset=args.opset,
+        dt=args.dt,
+        inputs_path=args.save_inputs,
+        input_steps=args.input_steps,
     )
     if not args.quiet:
         print(info.summary())
@@ -183,11 +196,19 @@ def model_report(path):
         out = []
         for v in values:
             tt = v.type.tensor_type
-            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                    for d in tt.shape.dim]
-            out.append({"name": v.name, "shape": dims,
-                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
-                        if tt.elem_type else "?"})
+            dims = [
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                for d in tt.shape.dim
+            ]
+            out.append(
+                {
+                    "name": v.name,
+                    "shape": dims,
+                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+                    if tt.elem_type
+                    else "?",
+                }
+            )
         return out
 
     ops = Counter()
@@ -209,10 +230,14 @@ def model_report(path):
         except ValueError:
             metadata[prop.key] = prop.value
     return {
-        "file": path, "size": os.path.getsize(path), "ir_version": model.ir_version,
+        "file": path,
+        "size": os.path.getsize(path),
+        "ir_version": model.ir_version,
         "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
-        "producer": model.producer_name, "metadata": metadata,
-        "inputs": ports(model.graph.input), "outputs": ports(model.graph.output),
+        "producer": model.producer_name,
+        "metadata": metadata,
+        "inputs": ports(model.graph.input),
+        "outputs": ports(model.graph.output),
         "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
 
@@ -223,12 +248,23 @@ def inspect_command(args):
         print(json.dumps(report, indent=2))
         return 0
     meta = dict(report["metadata"])
-    details = {p.get("name"): p for key in ("inputs", "outputs", "states")
-               for p in (meta.get(key) or []) if isinstance(p, dict)}
-    details.update({p["output"]: p for p in (meta.get("states") or [])
-                    if isinstance(p, dict) and "output" in p})
-    print(f"{report['file']}: {report['size']:,} bytes, IR {report['ir_version']}, opsets "
-          + ", ".join(f"{d} {v}" for d, v in report["opsets"].items()))
+    details = {
+        p.get("name"): p
+        for key in ("inputs", "outputs", "states")
+        for p in (meta.get(key) or [])
+        if isinstance(p, dict)
+    }
+    details.update(
+        {
+            p["output"]: p
+            for p in (meta.get("states") or [])
+            if isinstance(p, dict) and "output" in p
+        }
+    )
+    print(
+        f"{report['file']}: {report['size']:,} bytes, IR {report['ir_version']}, opsets "
+        + ", ".join(f"{d} {v}" for d, v in report["opsets"].items())
+    )
     print("metadata:")
     if not meta:
         print("  (none: not written by nengo-onnx)")
@@ -241,8 +277,10 @@ def inspect_command(args):
         for port in report[key]:
             info = details.get(port["name"], {})
             note = info.get("object") or info.get("signal") or ""
-            print(f"  {port['name']}: {port['shape']} {port['dtype']}"
-                  + (f"  {note}" if note else ""))
+            print(
+                f"  {port['name']}: {port['shape']} {port['dtype']}"
+                + (f"  {note}" if note else "")
+            )
     print(f"ops ({sum(report['ops'].values())} nodes):")
     for op, n in report["ops"].items():
         print(f"  {op}: {n}")
@@ -256,55 +294,100 @@ def build_parser():
     from nengo_onnx.exporting import runner  # noqa: PLC0415  (onnxruntime and numpy only)
 
     debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show the traceback of an error")
-    parser = argparse.ArgumentParser(prog="nengo-onnx", description=DESCRIPTION,
-                                     parents=[debug])
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error",
+    )
+    parser = argparse.ArgumentParser(prog="nengo-onnx", description=DESCRIPTION, parents=[debug])
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
-        "compile", parents=[debug], help="compile a Nengo network to an ONNX file",
+        "compile",
+        parents=[debug],
+        help="compile a Nengo network to an ONNX file",
         description="Compile a Nengo network to a portable ONNX inference model, with its "
-                    "current (or --params) parameters, and print a summary.")
-    p.add_argument("model", metavar="MODEL",
-                   help="a Python file or module, optionally :NAME, defining a nengo.Network "
-                        "or a function returning one (without NAME: `network`, or the one "
-                        "top-level Network)")
-    p.add_argument("-o", "--output", metavar="OUT.onnx",
-                   help="the file to write (default: MODEL's name with .onnx)")
+        "current (or --params) parameters, and print a summary.",
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a Python file or module, optionally :NAME, defining a nengo.Network "
+        "or a function returning one (without NAME: `network`, or the one "
+        "top-level Network)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.onnx",
+        help="the file to write (default: MODEL's name with .onnx)",
+    )
     form = p.add_mutually_exclusive_group()
-    form.add_argument("--steps", type=_positive, metavar="K",
-                      help="streaming model of K steps per call, with state inputs and "
-                           "outputs (the default form; default K: 10)")
-    form.add_argument("--fixed", type=_positive, metavar="N",
-                      help="fixed-length model: N steps from the initial state")
-    p.add_argument("--params", metavar="FILE",
-                   help="parameters saved by Simulator.save_params (e.g. after training)")
-    p.add_argument("--minibatch", type=_positive, default=1, metavar="B",
-                   help="batch size of the model's inputs and outputs (default: 1)")
-    p.add_argument("--opset", type=int, metavar="V",
-                   help="ONNX opset, 13 to 21 (default: 21, the newest onnxruntime 1.19 runs)")
+    form.add_argument(
+        "--steps",
+        type=_positive,
+        metavar="K",
+        help="streaming model of K steps per call, with state inputs and "
+        "outputs (the default form; default K: 10)",
+    )
+    form.add_argument(
+        "--fixed",
+        type=_positive,
+        metavar="N",
+        help="fixed-length model: N steps from the initial state",
+    )
+    p.add_argument(
+        "--params",
+        metavar="FILE",
+        help="parameters saved by Simulator.save_params (e.g. after training)",
+    )
+    p.add_argument(
+        "--minibatch",
+        type=_positive,
+        default=1,
+        metavar="B",
+        help="batch size of the model's inputs and outputs (default: 1)",
+    )
+    p.add_argument(
+        "--opset",
+        type=int,
+        metavar="V",
+        help="ONNX opset, 13 to 21 (default: 21, the newest onnxruntime 1.19 runs)",
+    )
     p.add_argument("--dt", type=float, default=0.001, help="timestep in seconds (0.001)")
-    p.add_argument("--save-inputs", metavar="DATA.npz",
-                   help="also write the network's own input values (e.g. of Node(np.sin)), "
-                        "for `run --inputs`")
-    p.add_argument("--input-steps", type=_positive, metavar="N",
-                   help="steps of --save-inputs (default: the fixed length, or 1000)")
+    p.add_argument(
+        "--save-inputs",
+        metavar="DATA.npz",
+        help="also write the network's own input values (e.g. of Node(np.sin)), "
+        "for `run --inputs`",
+    )
+    p.add_argument(
+        "--input-steps",
+        type=_positive,
+        metavar="N",
+        help="steps of --save-inputs (default: the fixed length, or 1000)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=compile_command)
 
     p = sub.add_parser(
-        "run", parents=[debug], help="run an exported model with onnxruntime",
+        "run",
+        parents=[debug],
+        help="run an exported model with onnxruntime",
         description="Run an exported model with onnxruntime (no nengo needed), streaming "
-                    "block after block, with progress on stderr.")
+        "block after block, with progress on stderr.",
+    )
     runner.add_arguments(p)
     p.set_defaults(func=run_command)
 
-    p = sub.add_parser("inspect", parents=[debug],
-                       help="show an ONNX file's metadata, inputs, outputs and op counts",
-                       description="Show an ONNX file's metadata, inputs, outputs and op "
-                                   "counts.")
+    p = sub.add_parser(
+        "inspect",
+        parents=[debug],
+        help="show an ONNX file's metadata, inputs, outputs and op counts",
+        description="Show an ONNX file's metadata, inputs, outputs and op counts.",
+    )
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=inspect_command)

@@ -46,7 +46,8 @@ def _lif_smoothing(value):
     ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if not (ok and math.isfinite(value) and value > 0):
         raise ValidationError(
-            f"must be None or a positive finite number (got {value!r})", attr="lif_smoothing")
+            f"must be None or a positive finite number (got {value!r})", attr="lif_smoothing"
+        )
     return float(value)
 
 
@@ -54,7 +55,8 @@ def _spiking_gradient(value):
     """None, ``"rate"`` or ``"surrogate"``."""
     if not (value is None or isinstance(value, str)) or value not in SPIKING_GRADIENTS:
         raise ValidationError(
-            f"must be one of {SPIKING_GRADIENTS} (got {value!r})", attr="spiking_gradient")
+            f"must be one of {SPIKING_GRADIENTS} (got {value!r})", attr="spiking_gradient"
+        )
     return value
 
 
@@ -97,7 +99,9 @@ def _check_name(key):
     if key not in _CHECKS:
         raise ValidationError(
             f"'{key}' is not a nengo-onnx setting (expected one of "
-            f"{sorted(_CHECKS) + ['trainable']})", attr=key)
+            f"{sorted(_CHECKS) + ['trainable']})",
+            attr=key,
+        )
 
 
 def settings_of(network):
@@ -159,8 +163,9 @@ def _configure_trainable(config, value):
     `nengo_onnx.compiler.trainable` for which setting wins).
     """
     if value is not None and not isinstance(value, bool):
-        raise ValidationError(f"trainable must be None, True or False (got {value!r})",
-                              attr="trainable")
+        raise ValidationError(
+            f"trainable must be None, True or False (got {value!r})", attr="trainable"
+        )
     for cls in TRAINABLE_CLASSES:
         if cls not in config.params:
             config.configures(cls)

@@ -90,8 +90,11 @@ softmax_cross_entropy.takes_targets = True
 
 def _softmax_cross_entropy_onnx(g, outputs, targets):
     log_softmax = g.node("LogSoftmax", [outputs], axis=-1)
-    per_item = g.node("ReduceSum", [g.node("Mul", [targets, log_softmax]),
-                                    g.const(np.array([-1], dtype=np.int64))], keepdims=0)
+    per_item = g.node(
+        "ReduceSum",
+        [g.node("Mul", [targets, log_softmax]), g.const(np.array([-1], dtype=np.int64))],
+        keepdims=0,
+    )
     return g.node("Neg", [g.node("ReduceMean", [per_item], keepdims=0)])
 
 
@@ -124,13 +127,19 @@ class Regularize:
     def __init__(self, order=2, axis=None, weight=1.0):
         if order == "fro":
             order = 2
-        if not (order == np.inf or (isinstance(order, numbers.Real)
-                                    and not isinstance(order, bool) and order > 0)):
-            raise ValidationError(f"must be a positive number, 'fro' or np.inf (got {order!r})",
-                                  attr="order", obj=self)
+        if not (
+            order == np.inf
+            or (isinstance(order, numbers.Real) and not isinstance(order, bool) and order > 0)
+        ):
+            raise ValidationError(
+                f"must be a positive number, 'fro' or np.inf (got {order!r})",
+                attr="order",
+                obj=self,
+            )
         if axis is not None and (isinstance(axis, bool) or not isinstance(axis, numbers.Integral)):
-            raise ValidationError(f"must be an integer or None (got {axis!r})", attr="axis",
-                                  obj=self)
+            raise ValidationError(
+                f"must be an integer or None (got {axis!r})", attr="axis", obj=self
+            )
         if weight is None:
             weight = 1.0
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
@@ -158,20 +167,31 @@ class Regularize:
 
     def onnx_form(self, g, outputs, targets=None):
         if self.order == np.inf:
-            raise ValidationError("Regularize(order=np.inf) has no gradient in "
-                                  "onnxruntime-training (ReduceMax); use a finite order",
-                                  attr="order", obj=self)
+            raise ValidationError(
+                "Regularize(order=np.inf) has no gradient in "
+                "onnxruntime-training (ReduceMax); use a finite order",
+                attr="order",
+                obj=self,
+            )
         axes = [] if self.axis is None else [g.const(np.array([self.axis], dtype=np.int64))]
         if self.order == 1:
             norm = g.node("ReduceSum", [g.node("Abs", [outputs])] + axes, keepdims=0)
         elif self.order == 2:
-            norm = g.node("Sqrt", [g.node("ReduceSum", [g.node("Mul", [outputs, outputs])] + axes,
-                                          keepdims=0)])
+            norm = g.node(
+                "Sqrt",
+                [g.node("ReduceSum", [g.node("Mul", [outputs, outputs])] + axes, keepdims=0)],
+            )
         else:
-            powered = g.node("Pow", [g.node("Abs", [outputs]),
-                                     g.const(np.array(self.order, dtype=np.float32))])
-            norm = g.node("Pow", [g.node("ReduceSum", [powered] + axes, keepdims=0),
-                                  g.const(np.array(1.0 / self.order, dtype=np.float32))])
+            powered = g.node(
+                "Pow", [g.node("Abs", [outputs]), g.const(np.array(self.order, dtype=np.float32))]
+            )
+            norm = g.node(
+                "Pow",
+                [
+                    g.node("ReduceSum", [powered] + axes, keepdims=0),
+                    g.const(np.array(1.0 / self.order, dtype=np.float32)),
+                ],
+            )
         mean = g.node("ReduceMean", [norm], keepdims=0)
         return g.node("Mul", [mean, g.const(np.array(self.weight, dtype=np.float32))])
 

@@ -77,8 +77,18 @@ class OnnxSpec:
         The float initializers: the model's parameters.
     """
 
-    def __init__(self, model, input_name, output_name, in_shape, out_shape, in_dtype,
-                 out_dtype, batched, param_names):
+    def __init__(
+        self,
+        model,
+        input_name,
+        output_name,
+        in_shape,
+        out_shape,
+        in_dtype,
+        out_dtype,
+        batched,
+        param_names,
+    ):
         self.model = model
         self.input_name, self.output_name = input_name, output_name
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
@@ -100,8 +110,7 @@ class OnnxSpec:
     def param_values(self):
         """``{name: float64 array}`` of the parameters' current values."""
         inits = {t.name: t for t in self.model.graph.initializer}
-        return {n: numpy_helper.to_array(inits[n]).astype(np.float64)
-                for n in self.param_names}
+        return {n: numpy_helper.to_array(inits[n]).astype(np.float64) for n in self.param_names}
 
     def set_param_values(self, values):
         """Replace parameter initializers by ``values`` (``{name: array}``)."""
@@ -122,8 +131,9 @@ class OnnxSpec:
         if self.batched:
             out = session.run([self.output_name], {self.input_name: x})[0]
         else:
-            out = np.concatenate([session.run([self.output_name], {self.input_name: xi[None]})[0]
-                                  for xi in x])
+            out = np.concatenate(
+                [session.run([self.output_name], {self.input_name: xi[None]})[0] for xi in x]
+            )
         return np.asarray(out, dtype=np.float64).reshape(len(x), self.size_out)
 
 
@@ -160,8 +170,7 @@ def load_model(model):
             return onnx.load(path)
         except Exception as err:  # noqa: BLE001
             _fail(f"cannot read the ONNX model {path!r}: {err}")
-    _fail(f"must be an onnx.ModelProto or the path of an .onnx file (got "
-          f"{type(model).__name__})")
+    _fail(f"must be an onnx.ModelProto or the path of an .onnx file (got {type(model).__name__})")
     return None  # pragma: no cover
 
 
@@ -182,8 +191,10 @@ def _needs_conversion(model, opset):
             old = onnx.defs.get_schema(node.op_type, version, "").since_version
             new = onnx.defs.get_schema(node.op_type, opset, "").since_version
         except onnx.defs.SchemaError:
-            _fail(f"the model uses {node.op_type!r}, which is not an ONNX operator at opset "
-                  f"{version}")
+            _fail(
+                f"the model uses {node.op_type!r}, which is not an ONNX operator at opset "
+                f"{version}"
+            )
         if old != new:
             return True
     return False
@@ -198,25 +209,33 @@ def prepare_model(model, opset=DEFAULT_OPSET):
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     if model.graph.sparse_initializer:
-        _fail("the model has sparse initializers, which OnnxNode does not support; "
-              "store them as dense initializers")
+        _fail(
+            "the model has sparse initializers, which OnnxNode does not support; "
+            "store them as dense initializers"
+        )
     domains = sorted({n.domain for n in all_nodes(model.graph)} - set(STANDARD_DOMAINS))
     if domains:
         ops = sorted({n.op_type for n in all_nodes(model.graph) if n.domain in domains})
-        _fail(f"the model uses operators of the domain(s) {domains} ({ops}); an OnnxNode "
-              "can only hold standard ONNX operators (domain ai.onnx)")
+        _fail(
+            f"the model uses operators of the domain(s) {domains} ({ops}); an OnnxNode "
+            "can only hold standard ONNX operators (domain ai.onnx)"
+        )
     version = _default_opset(model)
     if version is None:
         model.opset_import.append(helper.make_opsetid("", opset))
     elif version > opset:
-        _fail(f"the model's opset is {version}; nengo-onnx runs opsets up to {opset} "
-              "(onnxruntime 1.19)")
+        _fail(
+            f"the model's opset is {version}; nengo-onnx runs opsets up to {opset} "
+            "(onnxruntime 1.19)"
+        )
     elif version < opset and _needs_conversion(model, opset):
         try:
             model = onnx.version_converter.convert_version(model, opset)
         except Exception as err:  # noqa: BLE001
-            _fail(f"cannot convert the model from opset {version} to {opset}: {err}; "
-                  f"export it at opset {opset}")
+            _fail(
+                f"cannot convert the model from opset {version} to {opset}: {err}; "
+                f"export it at opset {opset}"
+            )
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
             entry.version = opset
@@ -240,16 +259,21 @@ def _choose(names, given, what, attr):
     """The one name of ``names`` that ``given`` selects (``None``: the only one)."""
     if isinstance(given, (list, tuple)):
         if len(given) != 1:
-            _fail(f"an OnnxNode connects one model {what}; got {len(given)} names "
-                  f"{list(given)}", attr)
+            _fail(
+                f"an OnnxNode connects one model {what}; got {len(given)} names {list(given)}",
+                attr,
+            )
         given = given[0]
     if given is None:
         if len(names) == 1:
             return names[0]
         if not names:
             _fail(f"the model has no {what}s (other than initializers)", attr)
-        _fail(f"the model has several {what}s {names}; give {attr}=<name> to say which one "
-              f"the node's {'input feeds' if what == 'input' else 'output is'}", attr)
+        _fail(
+            f"the model has several {what}s {names}; give {attr}=<name> to say which one "
+            f"the node's {'input feeds' if what == 'input' else 'output is'}",
+            attr,
+        )
     if not isinstance(given, str):
         _fail(f"must be the name of a model {what} (got {given!r})", attr)
     if given not in names:
@@ -261,20 +285,28 @@ def _check_port(name, elem_type, dims, what, attr):
     """Validate a model input or output; returns ``(shape without batch, dtype, batched)``."""
     if elem_type not in FLOAT_TYPES:
         got = "an unknown type" if not elem_type else _type_name(elem_type)
-        _fail(f"model {what} {name!r} has dtype {got}; expected a float32 or float64 tensor",
-              attr)
+        _fail(f"model {what} {name!r} has dtype {got}; expected a float32 or float64 tensor", attr)
     if dims is None:
         return None, FLOAT_TYPES[elem_type], None
     if len(dims) < 2:
-        _fail(f"model {what} {name!r} has rank {len(dims)} (shape {dims}); expected rank >= 2: "
-              "[batch, d1, ...], the batch axis first (dynamic or 1)", attr)
+        _fail(
+            f"model {what} {name!r} has rank {len(dims)} (shape {dims}); expected rank >= 2: "
+            "[batch, d1, ...], the batch axis first (dynamic or 1)",
+            attr,
+        )
     batch, rest = dims[0], dims[1:]
     if isinstance(batch, int) and batch != 1:
-        _fail(f"model {what} {name!r} has shape {dims}; its first axis is the batch, which "
-              f"must be dynamic or 1 (got {batch})", attr)
+        _fail(
+            f"model {what} {name!r} has shape {dims}; its first axis is the batch, which "
+            f"must be dynamic or 1 (got {batch})",
+            attr,
+        )
     if what == "input" and not all(isinstance(d, int) and d > 0 for d in rest):
-        _fail(f"model input {name!r} has shape {dims}; all axes but the first (the batch) "
-              "must have fixed positive sizes", attr)
+        _fail(
+            f"model input {name!r} has shape {dims}; all axes but the first (the batch) "
+            "must have fixed positive sizes",
+            attr,
+        )
     return rest, FLOAT_TYPES[elem_type], not isinstance(batch, int)
 
 
@@ -288,8 +320,7 @@ def _output_type(model, output_name, input_name, in_shape, in_dtype, in_batched)
     elem, dims = _value_shape(value)
 
     def known(dims):
-        return dims is not None and len(dims) >= 1 and all(isinstance(d, int)
-                                                           for d in dims[1:])
+        return dims is not None and len(dims) >= 1 and all(isinstance(d, int) for d in dims[1:])
 
     if not known(dims):
         inferred = _output_dims(model, output_name)
@@ -338,9 +369,12 @@ def make_spec(model, inputs=None, outputs=None):
     input_name = _choose(real_inputs, inputs, "input", "inputs")
     unmapped = [n for n in real_inputs if n != input_name]
     if unmapped:
-        _fail(f"the model has inputs {unmapped} besides {input_name!r}; an OnnxNode feeds "
-              "exactly one model input, so the model must have no other inputs (make them "
-              "initializers or constants)", "inputs")
+        _fail(
+            f"the model has inputs {unmapped} besides {input_name!r}; an OnnxNode feeds "
+            "exactly one model input, so the model must have no other inputs (make them "
+            "initializers or constants)",
+            "inputs",
+        )
     output_name = _choose([o.name for o in graph.output], outputs, "output", "outputs")
 
     in_value = next(i for i in graph.input if i.name == input_name)
@@ -350,13 +384,20 @@ def make_spec(model, inputs=None, outputs=None):
     in_shape, in_dtype, in_batched = _check_port(input_name, elem, dims, "input", "inputs")
 
     elem, dims = _output_type(model, output_name, input_name, in_shape, in_dtype, in_batched)
-    out_shape, out_dtype, out_batched = _check_port(output_name, elem, dims, "output",
-                                                    "outputs")
+    out_shape, out_dtype, out_batched = _check_port(output_name, elem, dims, "output", "outputs")
     if not all(d > 0 for d in out_shape):
-        _fail(f"model output {output_name!r} has shape {dims}; expected positive sizes",
-              "outputs")
-    return OnnxSpec(model, input_name, output_name, in_shape, out_shape, in_dtype, out_dtype,
-                    bool(in_batched and out_batched), _parameters(graph))
+        _fail(f"model output {output_name!r} has shape {dims}; expected positive sizes", "outputs")
+    return OnnxSpec(
+        model,
+        input_name,
+        output_name,
+        in_shape,
+        out_shape,
+        in_dtype,
+        out_dtype,
+        bool(in_batched and out_batched),
+        _parameters(graph),
+    )
 
 
 def _parameters(graph):
@@ -433,14 +474,14 @@ class OnnxNode(nengo.Node):
     def __init__(self, model, inputs=None, outputs=None, trainable=True, label=None):
         spec = make_spec(model, inputs, outputs)
         if not isinstance(trainable, (bool, np.bool_)):
-            raise ValidationError(f"must be True or False (got {trainable!r})",
-                                  attr="trainable")
+            raise ValidationError(f"must be True or False (got {trainable!r})", attr="trainable")
         self.spec = spec
         self.inputs = spec.input_name
         self.outputs = spec.output_name
         self.trainable = bool(trainable)
-        super().__init__(output=_OnnxFunction(spec), size_in=spec.size_in,
-                         size_out=spec.size_out, label=label)
+        super().__init__(
+            output=_OnnxFunction(spec), size_in=spec.size_in, size_out=spec.size_out, label=label
+        )
 
     @property
     def model(self):
@@ -459,13 +500,20 @@ class OnnxNode(nengo.Node):
         """Write ``{initializer name: array}`` into the model's initializers."""
         unknown = sorted(set(values) - set(self.spec.param_names))
         if unknown:
-            raise ValidationError(f"the model has no parameters {unknown}; its parameters "
-                                  f"are {self.spec.param_names}", attr="params", obj=self)
+            raise ValidationError(
+                f"the model has no parameters {unknown}; its parameters "
+                f"are {self.spec.param_names}",
+                attr="params",
+                obj=self,
+            )
         current = self.spec.param_values()
         for name, value in values.items():
             if np.shape(value) != current[name].shape:
-                raise ValidationError(f"parameter {name!r} has shape {current[name].shape}, "
-                                      f"got {np.shape(value)}", attr="params", obj=self)
+                raise ValidationError(
+                    f"parameter {name!r} has shape {current[name].shape}, got {np.shape(value)}",
+                    attr="params",
+                    obj=self,
+                )
         self.spec.set_param_values(values)
 
 
@@ -554,8 +602,9 @@ def build_onnx_node(model, node):
     model.add_op(Reset(sig_in))
     sig_out = Signal(shape=node.size_out, name=f"{node}.out")
     values = spec.param_values()
-    params = [Signal(values[name], name=f"{node}.{name}", readonly=True)
-              for name in spec.param_names]
+    params = [
+        Signal(values[name], name=f"{node}.{name}", readonly=True) for name in spec.param_names
+    ]
     name = sanitize(node.label) if node.label else "onnx_node"
     model.add_op(SimOnnx(spec, sig_in, sig_out, params, name=name, tag=f"{node}"))
     model.sig[node]["in"] = sig_in

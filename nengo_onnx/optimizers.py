@@ -79,7 +79,9 @@ class Optimizer:
         if len(grads) != len(variables):
             raise ValidationError(
                 f"got {len(grads)} gradients for {len(variables)} variables",
-                attr="grads", obj=self)
+                attr="grads",
+                obj=self,
+            )
         keys = list(range(len(variables))) if keys is None else list(keys)
         lr = self.current_learning_rate()
         for key, grad, var in zip(keys, grads, variables):
@@ -158,8 +160,9 @@ class AdamW(Adam):
 
     _config_names = ("learning_rate", "weight_decay", "beta_1", "beta_2", "epsilon")
 
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-7):
+    def __init__(
+        self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7
+    ):
         super().__init__(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
         self.weight_decay = _check_number("weight_decay", weight_decay, low=0, obj=self)
 
@@ -173,8 +176,7 @@ class RMSprop(Optimizer):
 
     _config_names = ("learning_rate", "rho", "momentum", "epsilon", "centered")
 
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
-                 centered=False):
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False):
         super().__init__(learning_rate)
         self.rho = _check_number("rho", rho, low=0, high=1, obj=self)
         self.momentum = _check_number("momentum", momentum, low=0, high=1, obj=self)
@@ -211,7 +213,8 @@ class Adagrad(Optimizer):
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7):
         super().__init__(learning_rate)
         self.initial_accumulator_value = _check_number(
-            "initial_accumulator_value", initial_accumulator_value, low=0, obj=self)
+            "initial_accumulator_value", initial_accumulator_value, low=0, obj=self
+        )
         self.epsilon = _check_number("epsilon", epsilon, low=0, obj=self)
 
     def update(self, key, grad, var, lr):

@@ -34,7 +34,8 @@ def _training_stub():
     pkg = types.ModuleType("onnxruntime.training")
     pkg.__path__ = [path]
     pkg.__spec__ = importlib.util.spec_from_file_location(
-        "onnxruntime.training", init, submodule_search_locations=[path])
+        "onnxruntime.training", init, submodule_search_locations=[path]
+    )
     sys.modules["onnxruntime.training"] = pkg
 
 

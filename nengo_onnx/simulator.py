@@ -32,11 +32,16 @@ DEFAULT_UNROLL = 10
 def _positive_int(value, attr, obj, allow_none=False):
     if value is None and allow_none:
         return None
-    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
-            or value < 1):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value < 1
+    ):
         raise ValidationError(
             f"must be a positive integer{' or None' if allow_none else ''} (got {value!r})",
-            attr=attr, obj=obj)
+            attr=attr,
+            obj=obj,
+        )
     return int(value)
 
 
@@ -46,8 +51,9 @@ def _check_dt(dt, obj):
     except (TypeError, ValueError):
         value = None
     if value is None or not np.isfinite(value) or value <= 0:
-        raise ValidationError(f"must be a positive, finite number of seconds (got {dt!r})",
-                              attr="dt", obj=obj)
+        raise ValidationError(
+            f"must be a positive, finite number of seconds (got {dt!r})", attr="dt", obj=obj
+        )
     return value
 
 
@@ -94,13 +100,17 @@ class Simulator:
     ):
         self.closed = True  # until construction succeeds
         self.unroll = _positive_int(unroll_simulation, "unroll_simulation", self)
-        self.minibatch_size = _positive_int(minibatch_size, "minibatch_size", self,
-                                            allow_none=True)
+        self.minibatch_size = _positive_int(
+            minibatch_size, "minibatch_size", self, allow_none=True
+        )
         self.threads = _positive_int(threads, "threads", self, allow_none=True)
         dt = _check_dt(dt, self)
         if network is not None and not isinstance(network, nengo.Network):
-            raise ValidationError(f"must be a nengo.Network or None (got "
-                                  f"{type(network).__name__})", attr="network", obj=self)
+            raise ValidationError(
+                f"must be a nengo.Network or None (got {type(network).__name__})",
+                attr="network",
+                obj=self,
+            )
         self.network = network
         self.progress_bar = progress_bar
         self.optimize = optimize
@@ -109,8 +119,9 @@ class Simulator:
         self.settings = settings_of(network)  # validated now: errors belong to construction
 
         if model is None:
-            model = Model(dt=dt, label=f"{network}, dt={dt:f}",
-                          decoder_cache=get_default_decoder_cache())
+            model = Model(
+                dt=dt, label=f"{network}, dt={dt:f}", decoder_cache=get_default_decoder_cache()
+            )
         self.model = model
         pt = ProgressTracker(progress_bar, Progress("Building", "Build"))
         with pt:
@@ -132,8 +143,15 @@ class Simulator:
 
     def _compile(self, optimize, params=None):
         self.program = compile_model(
-            self.model, self.network, self.settings, minibatch_size=self.minibatch_size or 1,
-            unroll=self.unroll, optimize=optimize, threads=self.threads, params=params)
+            self.model,
+            self.network,
+            self.settings,
+            minibatch_size=self.minibatch_size or 1,
+            unroll=self.unroll,
+            optimize=optimize,
+            threads=self.threads,
+            params=params,
+        )
         self.runtime = Runtime(self.program)
         self.signals = SignalValues(self.runtime, squeeze_batch=self.minibatch_size is None)
         if self.program.unrolled:
@@ -174,8 +192,10 @@ class Simulator:
         if not getattr(self, "closed", True):
             warnings.warn(
                 "Simulator was deallocated while open. Please close simulators "
-                "manually to ensure resources are properly freed.", ResourceWarning,
-                stacklevel=2)
+                "manually to ensure resources are properly freed.",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
     def __getstate__(self):
         # onnxruntime sessions and Python step functions cannot be pickled: keep the
@@ -189,9 +209,12 @@ class Simulator:
             "params": self.program.params.named(),
             # a closed simulator keeps its data, not its state (as nengo's does)
             "state": self.runtime.state_arrays() if running else None,
-            "time_state": {key: np.array(self.runtime.store[sig.base]) for key, sig in
-                           (("step", self.model.step), ("time", self.model.time))}
-            if running else None,
+            "time_state": {
+                key: np.array(self.runtime.store[sig.base])
+                for key, sig in (("step", self.model.step), ("time", self.model.time))
+            }
+            if running
+            else None,
             "closed": self.closed,
             "recorded": self.recorded,
             "n_steps": self._n_steps,
@@ -226,8 +249,10 @@ class Simulator:
         self.reset(seed=self.seed)
         if state["state"] is not None:
             if not self.runtime.load_state(state["state"]):
-                raise SimulationError("the pickled simulation state does not fit the compiled "
-                                      "model (a different nengo or nengo-onnx version?)")
+                raise SimulationError(
+                    "the pickled simulation state does not fit the compiled "
+                    "model (a different nengo or nengo-onnx version?)"
+                )
             for key, sig in (("step", self.model.step), ("time", self.model.time)):
                 self.runtime.store[sig.base] = np.array(state["time_state"][key])
         self._n_steps = self.runtime.n_steps = state["n_steps"]
@@ -266,15 +291,22 @@ class Simulator:
         except (TypeError, ValueError):
             seconds = None
         if seconds is None or not np.isfinite(seconds):
-            raise ValidationError(f"must be a finite number of seconds (got "
-                                  f"{time_in_seconds!r})", attr="time_in_seconds", obj=self)
+            raise ValidationError(
+                f"must be a finite number of seconds (got {time_in_seconds!r})",
+                attr="time_in_seconds",
+                obj=self,
+            )
         if seconds < 0:
-            raise ValidationError(f"Must be positive (got {seconds:g})",
-                                  attr="time_in_seconds", obj=self)
+            raise ValidationError(
+                f"Must be positive (got {seconds:g})", attr="time_in_seconds", obj=self
+            )
         steps = int(np.round(seconds / self.dt))
         if steps == 0:
-            warnings.warn(f"{time_in_seconds} results in running for 0 timesteps. "
-                          f"Simulator still at time {self.time}.", stacklevel=2)
+            warnings.warn(
+                f"{time_in_seconds} results in running for 0 timesteps. "
+                f"Simulator still at time {self.time}.",
+                stacklevel=2,
+            )
             return
         self.run_steps(steps, data=data, progress_bar=progress_bar)
 
@@ -290,16 +322,21 @@ class Simulator:
         """
         if self.closed:
             raise SimulatorClosed("Simulator cannot run because it is closed.")
-        if isinstance(n_steps, (bool, np.bool_)) or not isinstance(
-                n_steps, (int, np.integer)) or n_steps < 0:
+        if (
+            isinstance(n_steps, (bool, np.bool_))
+            or not isinstance(n_steps, (int, np.integer))
+            or n_steps < 0
+        ):
             raise ValidationError(
-                f"must be a non-negative integer (got {n_steps!r})", attr="n_steps", obj=self)
+                f"must be a non-negative integer (got {n_steps!r})", attr="n_steps", obj=self
+            )
         n_steps = int(n_steps)
         feeds = self._check_data(data, n_steps)
         progress_bar = self.progress_bar if progress_bar is None else progress_bar
         with ProgressTracker(progress_bar, Progress("Simulating", "Simulation", n_steps)) as pt:
-            self.runtime.run(n_steps, feeds, progress=pt.total_progress.step,
-                             on_block=self._record)
+            self.runtime.run(
+                n_steps, feeds, progress=pt.total_progress.step, on_block=self._record
+            )
 
     def _record(self, outputs, n_steps):
         """Keep a finished block's probe data (each block as it finishes, so a failing
@@ -311,8 +348,11 @@ class Simulator:
         if data is None:
             return {}
         if not isinstance(data, Mapping):
-            raise ValidationError(f"data must be a dict {{input Node: array}} (got "
-                                  f"{type(data).__name__})", attr="data", obj=self)
+            raise ValidationError(
+                f"data must be a dict {{input Node: array}} (got {type(data).__name__})",
+                attr="data",
+                obj=self,
+            )
         B = self.minibatch_size or 1
         feeds = {}
         for obj, value in data.items():
@@ -321,12 +361,15 @@ class Simulator:
             try:
                 value = np.asarray(value)
             except ValueError as err:
-                raise ValidationError(f"data for {obj} is not an array of numbers: {err}",
-                                      attr="data", obj=self) from err
+                raise ValidationError(
+                    f"data for {obj} is not an array of numbers: {err}", attr="data", obj=self
+                ) from err
             if value.dtype.kind not in "fiub":
                 raise ValidationError(
                     f"data for {obj} has dtype {value.dtype}; expected numbers",
-                    attr="data", obj=self)
+                    attr="data",
+                    obj=self,
+                )
             if self.minibatch_size is None and value.ndim == 2:
                 value = value[None]
             expected = (B, n_steps, obj.size_out)
@@ -334,10 +377,11 @@ class Simulator:
                 raise ValidationError(
                     f"data for {obj} has shape {value.shape}; expected "
                     f"(minibatch_size, n_steps, node.size_out) = {expected}",
-                    attr="data", obj=self)
+                    attr="data",
+                    obj=self,
+                )
             if not np.all(np.isfinite(value)):
-                raise ValidationError(f"data for {obj} contains NaN or inf",
-                                      attr="data", obj=self)
+                raise ValidationError(f"data for {obj} contains NaN or inf", attr="data", obj=self)
             feeds[self.program.inputs[obj]] = value
         return feeds
 
@@ -345,10 +389,14 @@ class Simulator:
         """Times of the probed steps (the first is ``dt``, as in nengo)."""
         if dt is not None:
             if sample_every is not None:
-                raise ValidationError("Cannot specify both `dt` and `sample_every`. "
-                                      "Use `sample_every` only.", attr="dt", obj=self)
-            warnings.warn("`dt` is deprecated. Use `sample_every` instead.",
-                          DeprecationWarning, stacklevel=2)
+                raise ValidationError(
+                    "Cannot specify both `dt` and `sample_every`. Use `sample_every` only.",
+                    attr="dt",
+                    obj=self,
+                )
+            warnings.warn(
+                "`dt` is deprecated. Use `sample_every` instead.", DeprecationWarning, stacklevel=2
+            )
             sample_every = dt
         period = 1 if sample_every is None else sample_every / self.dt
         steps = np.arange(1, self.n_steps + 1)
@@ -360,8 +408,17 @@ class Simulator:
         if self.closed:
             raise SimulatorClosed("Cannot use a closed Simulator.")
 
-    def train(self, data, optimizer, n_epochs=1, objective=None, truncation=None,
-              summaries=None, shuffle=True, profile=False):
+    def train(
+        self,
+        data,
+        optimizer,
+        n_epochs=1,
+        objective=None,
+        truncation=None,
+        summaries=None,
+        shuffle=True,
+        profile=False,
+    ):
         """Optimize the network's parameters to minimize ``objective`` on ``data``.
 
         Parameters
@@ -395,9 +452,17 @@ class Simulator:
             ``{"loss": [mean loss of each epoch]}``.
         """
         self._check_open()
-        return training.train(self, data, optimizer, n_epochs=n_epochs, objective=objective,
-                     truncation=truncation, summaries=summaries, shuffle=shuffle,
-                     profile=profile)
+        return training.train(
+            self,
+            data,
+            optimizer,
+            n_epochs=n_epochs,
+            objective=objective,
+            truncation=truncation,
+            summaries=summaries,
+            shuffle=shuffle,
+            profile=profile,
+        )
 
     def loss(self, data, objective=None):
         """The objective on all of ``data`` (mean over minibatches), without training.
@@ -436,10 +501,12 @@ class Simulator:
         self._check_open()
         state = params_io.load(self.program, path)
         if state and not self.runtime.load_state(state):
-            warnings.warn(f"the simulation state saved in {os.fspath(path)} does not fit this "
-                          "simulator (another network structure, neuron types, minibatch "
-                          "size or optimize setting); only the parameters were loaded",
-                          stacklevel=2)
+            warnings.warn(
+                f"the simulation state saved in {os.fspath(path)} does not fit this "
+                "simulator (another network structure, neuron types, minibatch "
+                "size or optimize setting); only the parameters were loaded",
+                stacklevel=2,
+            )
 
     def freeze_params(self, objs):
         """Write the simulator's (trained) parameters back into the Nengo objects.
@@ -460,8 +527,9 @@ class Simulator:
         """
         if self.closed:
             raise SimulatorClosed("Cannot export a closed Simulator.")
-        return export_program(self.program, path, steps=steps, fixed=fixed, opset=opset,
-                              seed=self.seed)
+        return export_program(
+            self.program, path, steps=steps, fixed=fixed, opset=opset, seed=self.seed
+        )
 
 
 class ProbeData:
@@ -501,8 +569,11 @@ class ProbeData:
         if probe not in self._arrays:
             parts = self._parts[probe]
             B = self.minibatch_size or 1
-            arr = (np.concatenate(parts, axis=1) if parts
-                   else np.zeros((B, 0, probe.size_in), dtype=self.dtype))
+            arr = (
+                np.concatenate(parts, axis=1)
+                if parts
+                else np.zeros((B, 0, probe.size_in), dtype=self.dtype)
+            )
             arr = arr if self.minibatch_size is not None else arr[0]
             arr.setflags(write=False)
             self._arrays[probe] = arr

@@ -34,8 +34,11 @@ def _removable(op):
     if type(op) is SimProcess:
         # its state is in its own updates: nobody else needs it if nobody reads it
         process = op.process
-        return (isinstance(process, LinearFilter) and op.input is not None
-                and type(process).make_step is LinearFilter.make_step)
+        return (
+            isinstance(process, LinearFilter)
+            and op.input is not None
+            and type(process).make_step is LinearFilter.make_step
+        )
     return type(op) is LinearFilterGroup
 
 
@@ -69,9 +72,7 @@ def _dead(op, live):
 
 def remove_unused(graph):
     model = graph.graph["model"]
-    ops = [
-        op for op in ordered_ops(graph) if not _self_copy(op) and type(op) is not SimProbe
-    ]
+    ops = [op for op in ordered_ops(graph) if not _self_copy(op) and type(op) is not SimProbe]
     while True:
         live = _live(ops, model)
         kept = [op for op in ops if not _dead(op, live)]

@@ -77,7 +77,7 @@ def _absorb(reset, writers):
     if left.size == 0:
         return incs, []
     if base.ndim == 1 and np.array_equal(left, np.arange(left[0], left[-1] + 1)):
-        view = base[int(left[0]):int(left[-1]) + 1]
+        view = base[int(left[0]) : int(left[-1]) + 1]
         if not any(view.may_share_memory(sig) for sig in sets):
             return incs, [Reset(view, tag=reset.tag)]
     return None

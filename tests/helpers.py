@@ -16,10 +16,16 @@ def gradients(sim, data, objective=None, truncation=None):
     Summed (not averaged) over minibatches, shaped like each parameter (``sim.data``
     values); zero where a parameter does not reach the loss. Nothing changes.
     """
-    by_base = {grp.base: grad for grp, grad in
-               gradient_sums(sim, data, objective=objective, truncation=truncation).items()}
-    return {p: trainable.read(by_base[p.signal(sim.model).base], p.signal(sim.model))
-            for p in trainable.trainable_params(sim.program)}
+    by_base = {
+        grp.base: grad
+        for grp, grad in gradient_sums(
+            sim, data, objective=objective, truncation=truncation
+        ).items()
+    }
+    return {
+        p: trainable.read(by_base[p.signal(sim.model).base], p.signal(sim.model))
+        for p in trainable.trainable_params(sim.program)
+    }
 
 
 def trainable_params(sim):
@@ -66,8 +72,9 @@ def _make(cls, initial_state=None, **params):
     the names of the array parameters with the arrays.
     """
     params["initial_state"] = initial_state
-    arrays = {k: np.asarray(v) for k, v in params.items() if k != "initial_state"
-              and np.ndim(v) > 0}
+    arrays = {
+        k: np.asarray(v) for k, v in params.items() if k != "initial_state" and np.ndim(v) > 0
+    }
     if not arrays:
         return cls(**params)
 
@@ -98,14 +105,23 @@ def rate_form(neuron_type):
         return base
     if isinstance(neuron_type, nn.AdaptiveLIF):
         # the adaptation state carries over, with its initial value
-        initial = {k: v for k, v in (neuron_type.initial_state or {}).items()
-                   if k == "adaptation"}
-        return _make(nn.AdaptiveLIFRate, tau_n=neuron_type.tau_n, inc_n=neuron_type.inc_n,
-                     tau_rc=neuron_type.tau_rc, tau_ref=neuron_type.tau_ref,
-                     amplitude=neuron_type.amplitude, initial_state=initial or None)
+        initial = {k: v for k, v in (neuron_type.initial_state or {}).items() if k == "adaptation"}
+        return _make(
+            nn.AdaptiveLIFRate,
+            tau_n=neuron_type.tau_n,
+            inc_n=neuron_type.inc_n,
+            tau_rc=neuron_type.tau_rc,
+            tau_ref=neuron_type.tau_ref,
+            amplitude=neuron_type.amplitude,
+            initial_state=initial or None,
+        )
     if isinstance(neuron_type, nn.LIF):
-        return _make(nn.LIFRate, tau_rc=neuron_type.tau_rc, tau_ref=neuron_type.tau_ref,
-                     amplitude=neuron_type.amplitude)
+        return _make(
+            nn.LIFRate,
+            tau_rc=neuron_type.tau_rc,
+            tau_ref=neuron_type.tau_ref,
+            amplitude=neuron_type.amplitude,
+        )
     if isinstance(neuron_type, nn.SpikingRectifiedLinear):
         return _make(nn.RectifiedLinear, amplitude=neuron_type.amplitude)
     if getattr(neuron_type, "spiking", False):
@@ -116,5 +132,6 @@ def rate_form(neuron_type):
 def _init_params(neuron_type):
     """The constructor parameters of ``neuron_type`` that are nengo Parameters."""
     names = inspect.signature(type(neuron_type).__init__).parameters
-    return [k for k in names if k not in ("self", "initial_state")
-            and hasattr(type(neuron_type), k)]
+    return [
+        k for k in names if k not in ("self", "initial_state") and hasattr(type(neuron_type), k)
+    ]

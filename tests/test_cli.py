@@ -49,12 +49,20 @@ def run_main(capsys, *argv):
 def test_compile_run_inspect_example(tmp_path, capsys):
     onnx_path = tmp_path / "channel.onnx"
     inputs = tmp_path / "inputs.npz"
-    code, out, err = run_main(capsys, "compile", EXAMPLE, "-o", onnx_path, "--save-inputs",
-                              inputs, "--input-steps", 50)
+    code, out, err = run_main(
+        capsys, "compile", EXAMPLE, "-o", onnx_path, "--save-inputs", inputs, "--input-steps", 50
+    )
     assert code == 0, err
     assert onnx_path.exists() and inputs.exists()
-    for text in ("operators", "after the passes", "parameters", "stim", "[1, 10, 1]",
-                 "b_out", "KiB"):
+    for text in (
+        "operators",
+        "after the passes",
+        "parameters",
+        "stim",
+        "[1, 10, 1]",
+        "b_out",
+        "KiB",
+    ):
         assert text in out
 
     probes = tmp_path / "probes.npz"
@@ -80,8 +88,16 @@ def test_compile_run_inspect_example(tmp_path, capsys):
 
     code, out, err = run_main(capsys, "inspect", onnx_path)
     assert code == 0, err
-    for text in ("format: streaming", "dt: 0.001", "nengo_version", "opset: 21", "stim",
-                 "b_out", "state.", "MatMul"):
+    for text in (
+        "format: streaming",
+        "dt: 0.001",
+        "nengo_version",
+        "opset: 21",
+        "stim",
+        "b_out",
+        "state.",
+        "MatMul",
+    ):
         assert text in out
     code, out, err = run_main(capsys, "inspect", onnx_path, "--json")
     report = json.loads(out)
@@ -91,8 +107,21 @@ def test_compile_run_inspect_example(tmp_path, capsys):
 def test_compile_forms_and_options(tmp_path, capsys):
     model = write(tmp_path, "mynet.py", NET_FILE)
     path = tmp_path / "fixed.onnx"
-    code, _, err = run_main(capsys, "compile", f"{model}:build", "-o", path, "--fixed", 20,
-                            "--minibatch", 3, "--opset", 17, "--dt", 0.002)
+    code, _, err = run_main(
+        capsys,
+        "compile",
+        f"{model}:build",
+        "-o",
+        path,
+        "--fixed",
+        20,
+        "--minibatch",
+        3,
+        "--opset",
+        17,
+        "--dt",
+        0.002,
+    )
     assert code == 0, err
     report = json.loads(run_main(capsys, "inspect", path, "--json")[1])
     meta = report["metadata"]
@@ -102,8 +131,9 @@ def test_compile_forms_and_options(tmp_path, capsys):
 
     data = np.random.RandomState(0).uniform(-1, 1, (3, 20, 1))
     np.savez(tmp_path / "x.npz", x=data)
-    code, _, err = run_main(capsys, "run", path, "--inputs", tmp_path / "x.npz", "-o",
-                            tmp_path / "y.npz")
+    code, _, err = run_main(
+        capsys, "run", path, "--inputs", tmp_path / "x.npz", "-o", tmp_path / "y.npz"
+    )
     assert code == 0, err
     namespace = {}
     exec(NET_FILE, namespace)  # noqa: S102
@@ -127,13 +157,17 @@ def test_compile_forms_and_options(tmp_path, capsys):
 
 
 def test_load_network(tmp_path):
-    one = write(tmp_path, "one.py", """
+    one = write(
+        tmp_path,
+        "one.py",
+        """
         import nengo
         with nengo.Network() as net:
             sub = nengo.Network()  # nested in net: not a candidate
             net.networks.append(sub)
             nengo.Ensemble(5, 1)
-    """)
+    """,
+    )
     assert isinstance(load_network(one), nengo.Network)
     func = write(tmp_path, "func.py", NET_FILE + "\nnetwork = build\n")
     assert load_network(func).label == "trainable"
@@ -146,18 +180,21 @@ def test_load_network(tmp_path):
         sys.modules.pop("func", None)
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("missing", "no such file"),
-    ("empty", "defines no nengo.Network"),
-    ("two", "several networks (a, b)"),
-    ("attr", "has no attribute 'nope'"),
-    ("notnet", "not a nengo.Network"),
-    ("raises", "ZeroDivisionError"),
-    ("params", "cannot read params file"),
-    ("noparams", "no such params file"),
-    ("python", "Node 'doubler'"),
-    ("opset", "opset"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing", "no such file"),
+        ("empty", "defines no nengo.Network"),
+        ("two", "several networks (a, b)"),
+        ("attr", "has no attribute 'nope'"),
+        ("notnet", "not a nengo.Network"),
+        ("raises", "ZeroDivisionError"),
+        ("params", "cannot read params file"),
+        ("noparams", "no such params file"),
+        ("python", "Node 'doubler'"),
+        ("opset", "opset"),
+    ],
+)
 def test_compile_errors(tmp_path, capsys, case, expected):
     files = {
         "empty": "x = 1\n",
@@ -255,23 +292,46 @@ def test_trained_params_round_trip(tmp_path, capsys):
     assert not np.allclose(trained, untrained, atol=1e-3)
 
     path = tmp_path / "trained.onnx"
-    code, _, err = run_main(capsys, "compile", f"{model}:build", "-o", path, "--params",
-                            tmp_path / "params.npz", "--minibatch", 4, "--steps", 5)
+    code, _, err = run_main(
+        capsys,
+        "compile",
+        f"{model}:build",
+        "-o",
+        path,
+        "--params",
+        tmp_path / "params.npz",
+        "--minibatch",
+        4,
+        "--steps",
+        5,
+    )
     assert code == 0, err
     np.savez(tmp_path / "x.npz", x=x)
-    code, _, err = run_main(capsys, "run", path, "--inputs", tmp_path / "x.npz", "-o",
-                            tmp_path / "y.npz")
+    code, _, err = run_main(
+        capsys, "run", path, "--inputs", tmp_path / "x.npz", "-o", tmp_path / "y.npz"
+    )
     assert code == 0, err
     with np.load(tmp_path / "y.npz") as out:
         assert np.allclose(out["y"], trained, atol=1e-5)
 
     # another batch size: the saved (batch 4) state does not matter, no warning
-    code, _, err = run_main(capsys, "compile", f"{model}:build", "-o", path, "--params",
-                            tmp_path / "params", "--fixed", 10)
+    code, _, err = run_main(
+        capsys,
+        "compile",
+        f"{model}:build",
+        "-o",
+        path,
+        "--params",
+        tmp_path / "params",
+        "--fixed",
+        10,
+    )
     assert code == 0 and err == "", err
     np.savez(tmp_path / "x.npz", x=x[2:3])
-    assert run_main(capsys, "run", path, "--inputs", tmp_path / "x.npz", "-o",
-                    tmp_path / "y.npz")[0] == 0
+    assert (
+        run_main(capsys, "run", path, "--inputs", tmp_path / "x.npz", "-o", tmp_path / "y.npz")[0]
+        == 0
+    )
     with np.load(tmp_path / "y.npz") as out:
         assert np.allclose(out["y"], trained[2:3], atol=1e-5)
 
@@ -281,16 +341,41 @@ def test_main_job_command_in_subprocess(tmp_path):
     cmd = [sys.executable, "-m", "nengo_onnx.cli"]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run(
-        cmd + ["compile", EXAMPLE, "-o", "channel.onnx", "--save-inputs", "inputs.npz",
-               "--input-steps", "40"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+        cmd
+        + [
+            "compile",
+            EXAMPLE,
+            "-o",
+            "channel.onnx",
+            "--save-inputs",
+            "inputs.npz",
+            "--input-steps",
+            "40",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     result = subprocess.run(
         cmd + ["run", "channel.onnx", "--inputs", "inputs.npz", "-o", "probes.npz"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "probes.npz").exists()
-    result = subprocess.run(cmd + ["compile", "absent.py"], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path, env=env)
+    result = subprocess.run(
+        cmd + ["compile", "absent.py"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == "nengo-onnx compile: error: no such file: absent.py"

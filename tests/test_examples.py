@@ -7,14 +7,16 @@ import sys
 
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "docs", "examples")
+EXAMPLES = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "examples"
+)
 
 
 def figures(name):
     """The ``FIGURES`` that example ``name`` says it writes."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}",
-                                                  os.path.join(EXAMPLES, f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"example_{name}", os.path.join(EXAMPLES, f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.FIGURES
@@ -25,9 +27,11 @@ def test_example_runs_and_writes_its_plots(name, tmp_path):
     expected = figures(name)
     assert expected and all(f.endswith(".png") for f in expected)
     result = subprocess.run(
-        [sys.executable, os.path.join(EXAMPLES, f"{name}.py"), "--quick", "--out",
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [sys.executable, os.path.join(EXAMPLES, f"{name}.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
         env={**os.environ, "MPLBACKEND": "Agg"},
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -59,7 +59,10 @@ def test_network_matches_nengo(make, optimize, unroll, minibatch_size):
     with nengo.Simulator(net, progress_bar=False) as ref:
         ref.run_steps(n_steps)
     with nengo_onnx.Simulator(
-        net, optimize=optimize, unroll_simulation=unroll, minibatch_size=minibatch_size,
+        net,
+        optimize=optimize,
+        unroll_simulation=unroll,
+        minibatch_size=minibatch_size,
         progress_bar=False,
     ) as sim:
         sim.run_steps(n_steps)

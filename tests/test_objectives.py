@@ -39,10 +39,16 @@ def test_numpy_values(rng):
     expected = -np.mean(np.sum(onehot * np.log(probs), axis=-1))
     assert np.isclose(objectives.softmax_cross_entropy(y, onehot), expected, rtol=1e-5)
     assert np.isclose(objectives.Regularize()(y), np.sqrt(np.sum(y**2)), rtol=1e-5)
-    assert np.isclose(objectives.Regularize(order=1, axis=2, weight=0.5)(y),
-                      0.5 * np.mean(np.sum(np.abs(y), axis=2)), rtol=1e-5)
-    assert np.isclose(objectives.Regularize(order=3, axis=1)(y),
-                      np.mean(np.sum(np.abs(y) ** 3, axis=1) ** (1 / 3)), rtol=1e-5)
+    assert np.isclose(
+        objectives.Regularize(order=1, axis=2, weight=0.5)(y),
+        0.5 * np.mean(np.sum(np.abs(y), axis=2)),
+        rtol=1e-5,
+    )
+    assert np.isclose(
+        objectives.Regularize(order=3, axis=1)(y),
+        np.mean(np.sum(np.abs(y) ** 3, axis=1) ** (1 / 3)),
+        rtol=1e-5,
+    )
 
 
 def test_regularize_arguments():
@@ -62,8 +68,7 @@ def test_custom_objective_matches_builtin(rng):
     data = {net.inp: x, net.p: y}
     with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
         assert np.isclose(sim.loss(data, objective={net.p: my_mse}), sim.loss(data))
-        assert_same_grads(gradients(sim, data, objective={net.p: my_mse}),
-                          gradients(sim, data))
+        assert_same_grads(gradients(sim, data, objective={net.p: my_mse}), gradients(sim, data))
 
 
 def test_output_only_objectives(rng):
@@ -98,9 +103,14 @@ def test_tuple_keys_and_sums(rng):
         assert np.isclose(both, separate - 0.5 * sim.loss(data, {net.pn: objectives.mse}))
         assert_same_grads(
             gradients(sim, data, {(net.p, net.pn): pair}),
-            {k: a + 0.5 * b for (k, a), b in zip(
-                gradients(sim, data, {net.p: objectives.mse}).items(),
-                gradients(sim, data, {net.pn: objectives.mse}).values())})
+            {
+                k: a + 0.5 * b
+                for (k, a), b in zip(
+                    gradients(sim, data, {net.p: objectives.mse}).items(),
+                    gradients(sim, data, {net.pn: objectives.mse}).values(),
+                )
+            },
+        )
 
 
 def test_none_objective_takes_the_gradient_as_given(rng):
@@ -110,8 +120,11 @@ def test_none_objective_takes_the_gradient_as_given(rng):
         sim.run_steps(x.shape[1], data={net.inp: x})
         out = sim.data[net.p]
         dy = 2 * (out - y) / out.size
-        assert_same_grads(gradients(sim, {net.inp: x, net.p: dy}, objective={net.p: None}),
-                          gradients(sim, {net.inp: x, net.p: y}), rtol=1e-3)
+        assert_same_grads(
+            gradients(sim, {net.inp: x, net.p: dy}, objective={net.p: None}),
+            gradients(sim, {net.inp: x, net.p: y}),
+            rtol=1e-3,
+        )
 
 
 def test_softmax_cross_entropy_trains(rng):

@@ -18,8 +18,9 @@ FLOAT = TensorProto.FLOAT
 
 
 def make_model(nodes, inputs, outputs, inits, opset=17):
-    graph = helper.make_graph(nodes, "test", inputs, outputs,
-                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    graph = helper.make_graph(
+        nodes, "test", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()]
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
@@ -27,16 +28,22 @@ def mlp(n_in=4, n_hid=8, n_out=3, batch="N", dtype=np.float32, seed=0):
     """``y = tanh(x W1 + b1) W2`` built with onnx's helpers."""
     rng = np.random.RandomState(seed)
     elem = FLOAT if dtype == np.float32 else TensorProto.DOUBLE
-    inits = {"W1": rng.randn(n_in, n_hid) / np.sqrt(n_in), "b1": rng.randn(n_hid) * 0.1,
-             "W2": rng.randn(n_hid, n_out) / np.sqrt(n_hid)}
+    inits = {
+        "W1": rng.randn(n_in, n_hid) / np.sqrt(n_in),
+        "b1": rng.randn(n_hid) * 0.1,
+        "W2": rng.randn(n_hid, n_out) / np.sqrt(n_hid),
+    }
     return make_model(
-        [helper.make_node("MatMul", ["x", "W1"], ["h0"]),
-         helper.make_node("Add", ["h0", "b1"], ["h1"]),
-         helper.make_node("Tanh", ["h1"], ["h"]),
-         helper.make_node("MatMul", ["h", "W2"], ["y"])],
+        [
+            helper.make_node("MatMul", ["x", "W1"], ["h0"]),
+            helper.make_node("Add", ["h0", "b1"], ["h1"]),
+            helper.make_node("Tanh", ["h1"], ["h"]),
+            helper.make_node("MatMul", ["h", "W2"], ["y"]),
+        ],
         [helper.make_tensor_value_info("x", elem, [batch, n_in])],
         [helper.make_tensor_value_info("y", elem, [batch, n_out])],
-        {k: v.astype(dtype) for k, v in inits.items()})
+        {k: v.astype(dtype) for k, v in inits.items()},
+    )
 
 
 def convnet(batch="N", opset=13, seed=0):
@@ -45,30 +52,39 @@ def convnet(batch="N", opset=13, seed=0):
     The output's shape is left symbolic (``[batch, "K"]``), so the node infers it.
     """
     rng = np.random.RandomState(seed)
-    inits = {"W": rng.randn(4, 1, 3, 3).astype(np.float32) * 0.5,
-             "b": rng.randn(4).astype(np.float32) * 0.1,
-             "W2": rng.randn(36, 5).astype(np.float32) * 0.2,
-             "shape": np.array([-1, 36], dtype=np.int64)}
+    inits = {
+        "W": rng.randn(4, 1, 3, 3).astype(np.float32) * 0.5,
+        "b": rng.randn(4).astype(np.float32) * 0.1,
+        "W2": rng.randn(36, 5).astype(np.float32) * 0.2,
+        "shape": np.array([-1, 36], dtype=np.int64),
+    }
     return make_model(
-        [helper.make_node("Conv", ["x", "W", "b"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["r"]),
-         helper.make_node("MaxPool", ["r"], ["pl"], kernel_shape=[2, 2], strides=[2, 2]),
-         helper.make_node("Reshape", ["pl", "shape"], ["f"]),
-         helper.make_node("MatMul", ["f", "W2"], ["z"]),
-         helper.make_node("Softmax", ["z"], ["y"], axis=-1)],
+        [
+            helper.make_node("Conv", ["x", "W", "b"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("MaxPool", ["r"], ["pl"], kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node("Reshape", ["pl", "shape"], ["f"]),
+            helper.make_node("MatMul", ["f", "W2"], ["z"]),
+            helper.make_node("Softmax", ["z"], ["y"], axis=-1),
+        ],
         [helper.make_tensor_value_info("x", FLOAT, [batch, 1, 6, 6])],
         [helper.make_tensor_value_info("y", FLOAT, [batch, "K"])],
-        inits, opset=opset)
+        inits,
+        opset=opset,
+    )
 
 
 def run_alone(model, x, in_shape):
     """onnxruntime on the model alone, one item at a time (any batch axis works)."""
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    dtype = np.float64 if model.graph.input[0].type.tensor_type.elem_type != FLOAT \
-        else np.float32
+    dtype = np.float64 if model.graph.input[0].type.tensor_type.elem_type != FLOAT else np.float32
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: xi.astype(dtype).reshape(1, *in_shape)})[0]
-                           .reshape(1, -1) for xi in x])
+    return np.concatenate(
+        [
+            sess.run(None, {name: xi.astype(dtype).reshape(1, *in_shape)})[0].reshape(1, -1)
+            for xi in x
+        ]
+    )
 
 
 def node_net(model, size_in, label="onnx"):
@@ -87,13 +103,18 @@ def test_mlp_matches_onnxruntime(optimize, unroll, minibatch):
     model = mlp()
     net = node_net(model, 4)
     assert (net.node.size_in, net.node.size_out) == (4, 3)
-    with nengo_onnx.Simulator(net, optimize=optimize, unroll_simulation=unroll,
-                              minibatch_size=minibatch, progress_bar=False) as sim:
+    with nengo_onnx.Simulator(
+        net,
+        optimize=optimize,
+        unroll_simulation=unroll,
+        minibatch_size=minibatch,
+        progress_bar=False,
+    ) as sim:
         sim.run_steps(9)
     out = sim.data[net.p] if minibatch is None else sim.data[net.p]
     x = sim.data[net.p_in] if minibatch is None else sim.data[net.p_in][0]
     expected = run_alone(model, x, (4,))
-    for item in (out[None] if minibatch is None else out):
+    for item in out[None] if minibatch is None else out:
         assert np.allclose(item, expected, atol=1e-6)
 
 
@@ -104,8 +125,9 @@ def test_convnet_matches_onnxruntime(batch, opset):
     net = node_net(model, 36)
     assert (net.node.size_in, net.node.size_out) == (36, 5)
     assert net.node.spec.batched == (batch == "N")
-    with nengo_onnx.Simulator(net, minibatch_size=2, unroll_simulation=3,
-                              progress_bar=False) as sim:
+    with nengo_onnx.Simulator(
+        net, minibatch_size=2, unroll_simulation=3, progress_bar=False
+    ) as sim:
         sim.run_steps(6)
     expected = run_alone(model, sim.data[net.p_in][0], (1, 6, 6))
     assert np.allclose(sim.data[net.p][0], expected, atol=1e-6)
@@ -166,8 +188,9 @@ def upstream_net(model, trainable_node=True):
     """``inp -> ens -> OnnxNode(mlp 2-8-1)``: the node's input comes from neurons."""
     with nengo.Network(seed=0) as net:
         net.inp = nengo.Node(np.zeros(2), label="inp")
-        net.ens = nengo.Ensemble(20, 2, neuron_type=nengo.RectifiedLinear(amplitude=0.01),
-                                 label="ens")
+        net.ens = nengo.Ensemble(
+            20, 2, neuron_type=nengo.RectifiedLinear(amplitude=0.01), label="ens"
+        )
         net.node = nengo_onnx.OnnxNode(model, trainable=trainable_node, label="mlp")
         nengo.Connection(net.inp, net.ens, synapse=None)
         net.conn = nengo.Connection(net.ens, net.node, synapse=None, label="decode")
@@ -202,8 +225,9 @@ def test_training_changes_its_weights(rng, tmp_path):
     saved = np.load(tmp_path / "params.npz")
     assert np.allclose(saved["param/mlp.W1"], trained)
     # loading restores the trained outputs in a new simulator
-    with nengo_onnx.Simulator(upstream_net(mlp(2, 8, 1)), minibatch_size=4,
-                              progress_bar=False) as sim2:
+    with nengo_onnx.Simulator(
+        upstream_net(mlp(2, 8, 1)), minibatch_size=4, progress_bar=False
+    ) as sim2:
         sim2.load_params(tmp_path / "params")
         sim2.run_steps(1, data={sim2.network.inp: x[:4]})
         assert np.allclose(sim2.data[sim2.network.p][:, -1], trained_out, atol=1e-5)
@@ -223,8 +247,7 @@ def test_untrainable_node_keeps_its_weights(rng):
         weights = np.array(sim.data[net.conn].weights)
         sim.train({net.inp: x, net.p: y}, optimizers.SGD(0.05), n_epochs=2)
         assert not np.allclose(sim.data[net.conn].weights, weights)
-        assert np.array_equal(sim.data[net.node].params["W1"],
-                              net.node.get_params()["W1"])
+        assert np.array_equal(sim.data[net.node].params["W1"], net.node.get_params()["W1"])
 
 
 def finite_difference(sim, data, param, index, eps=1e-3):
@@ -246,8 +269,12 @@ def test_gradients_flow_into_upstream_parameters(rng):
     with nengo_onnx.Simulator(net, minibatch_size=4, progress_bar=False) as sim:
         grads = {p.name: (p, g) for p, g in gradients(sim, data).items()}
         # (the encoders sit before the neurons' kinks: finite differences are rougher there)
-        for name, rtol in (("decode.weights", 0.01), ("ens.encoders", 0.05), ("mlp.W1", 0.01),
-                           ("mlp.W2", 0.01)):
+        for name, rtol in (
+            ("decode.weights", 0.01),
+            ("ens.encoders", 0.05),
+            ("mlp.W1", 0.01),
+            ("mlp.W2", 0.01),
+        ):
             param, grad = grads[name]
             assert np.any(grad != 0), name
             i = int(np.argmax(np.abs(grad)))
@@ -274,16 +301,24 @@ def test_convnet_trains(rng):
 def test_statistics_and_settings_are_not_parameters(rng):
     """Batch-norm statistics and Clip bounds stay constants; the rest trains."""
     model = make_model(
-        [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["bn"]),
-         helper.make_node("Clip", ["bn", "lo", "hi"], ["cl"]),
-         helper.make_node("Flatten", ["cl"], ["y"])],
+        [
+            helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["bn"]),
+            helper.make_node("Clip", ["bn", "lo", "hi"], ["cl"]),
+            helper.make_node("Flatten", ["cl"], ["y"]),
+        ],
         [helper.make_tensor_value_info("x", FLOAT, ["N", 1, 3, 3])],
         [helper.make_tensor_value_info("y", FLOAT, ["N", 18])],
-        {"W": rng.randn(2, 1, 3, 3).astype(np.float32), "scale": np.ones(2, np.float32),
-         "bias": np.zeros(2, np.float32), "mean": np.full(2, 0.1, np.float32),
-         "var": np.full(2, 2.0, np.float32), "lo": np.array(-1, np.float32),
-         "hi": np.array(1, np.float32)})
+        {
+            "W": rng.randn(2, 1, 3, 3).astype(np.float32),
+            "scale": np.ones(2, np.float32),
+            "bias": np.zeros(2, np.float32),
+            "mean": np.full(2, 0.1, np.float32),
+            "var": np.full(2, 2.0, np.float32),
+            "lo": np.array(-1, np.float32),
+            "hi": np.array(1, np.float32),
+        },
+    )
     with nengo.Network(seed=0) as net:
         inp = nengo.Node(np.zeros(9))
         node = nengo_onnx.OnnxNode(model, label="bn")
@@ -349,8 +384,9 @@ def test_trained_parameters_are_exported(rng, tmp_path):
         sim.run_steps(1, data={net.inp: x[:4]})
         trained = np.array(sim.data[net.p][:, 0])
     path = tmp_path / "trained.onnx"
-    nengo_onnx.export(upstream_net(mlp(2, 8, 1)), path, params=tmp_path / "params.npz",
-                      fixed=1, minibatch_size=4)
+    nengo_onnx.export(
+        upstream_net(mlp(2, 8, 1)), path, params=tmp_path / "params.npz", fixed=1, minibatch_size=4
+    )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = sess.run(None, {"inp": x[:4].astype(np.float32)})[0]
     assert np.allclose(out[:, 0], trained, atol=1e-5)
@@ -362,30 +398,39 @@ def test_trained_parameters_are_exported(rng, tmp_path):
 def two_input_model():
     return make_model(
         [helper.make_node("Add", ["a", "b"], ["y"])],
-        [helper.make_tensor_value_info("a", FLOAT, ["N", 2]),
-         helper.make_tensor_value_info("b", FLOAT, ["N", 2])],
-        [helper.make_tensor_value_info("y", FLOAT, ["N", 2])], {})
+        [
+            helper.make_tensor_value_info("a", FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("b", FLOAT, ["N", 2]),
+        ],
+        [helper.make_tensor_value_info("y", FLOAT, ["N", 2])],
+        {},
+    )
 
 
 def port_model(shape, elem=FLOAT):
     return make_model(
         [helper.make_node("Identity", ["x"], ["y"])],
         [helper.make_tensor_value_info("x", elem, shape)],
-        [helper.make_tensor_value_info("y", elem, shape)], {})
+        [helper.make_tensor_value_info("y", elem, shape)],
+        {},
+    )
 
 
-@pytest.mark.parametrize("make, kwargs, match", [
-    (two_input_model, {}, "several inputs"),
-    (two_input_model, {"inputs": "a"}, "besides 'a'"),
-    (mlp, {"inputs": "nope"}, "no input 'nope'"),
-    (mlp, {"outputs": "nope"}, "no output 'nope'"),
-    (lambda: port_model([4]), {}, "rank 1"),
-    (lambda: port_model(["N", 3], TensorProto.INT64), {}, "dtype int64"),
-    (lambda: port_model([8, 3]), {}, "must be dynamic or 1"),
-    (lambda: port_model(["N", "D"]), {}, "fixed positive sizes"),
-    (lambda: "/does/not/exist.onnx", {}, "no ONNX model file"),
-    (lambda: 42, {}, "ModelProto"),
-])
+@pytest.mark.parametrize(
+    "make, kwargs, match",
+    [
+        (two_input_model, {}, "several inputs"),
+        (two_input_model, {"inputs": "a"}, "besides 'a'"),
+        (mlp, {"inputs": "nope"}, "no input 'nope'"),
+        (mlp, {"outputs": "nope"}, "no output 'nope'"),
+        (lambda: port_model([4]), {}, "rank 1"),
+        (lambda: port_model(["N", 3], TensorProto.INT64), {}, "dtype int64"),
+        (lambda: port_model([8, 3]), {}, "must be dynamic or 1"),
+        (lambda: port_model(["N", "D"]), {}, "fixed positive sizes"),
+        (lambda: "/does/not/exist.onnx", {}, "no ONNX model file"),
+        (lambda: 42, {}, "ModelProto"),
+    ],
+)
 def test_models_that_do_not_fit(make, kwargs, match):
     with nengo.Network():
         with pytest.raises(ValidationError, match=match):

@@ -107,17 +107,34 @@ def test_adagrad(rng):
     assert np.allclose(run(opt, var, grads), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("cls, defaults", [
-    (optimizers.SGD, {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False}),
-    (optimizers.Adam, {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999,
-                       "epsilon": 1e-7}),
-    (optimizers.AdamW, {"learning_rate": 0.001, "weight_decay": 0.004, "beta_1": 0.9,
-                        "beta_2": 0.999, "epsilon": 1e-7}),
-    (optimizers.RMSprop, {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0,
-                          "epsilon": 1e-7}),
-    (optimizers.Adagrad, {"learning_rate": 0.001, "initial_accumulator_value": 0.1,
-                          "epsilon": 1e-7}),
-])
+@pytest.mark.parametrize(
+    "cls, defaults",
+    [
+        (optimizers.SGD, {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False}),
+        (
+            optimizers.Adam,
+            {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+        ),
+        (
+            optimizers.AdamW,
+            {
+                "learning_rate": 0.001,
+                "weight_decay": 0.004,
+                "beta_1": 0.9,
+                "beta_2": 0.999,
+                "epsilon": 1e-7,
+            },
+        ),
+        (
+            optimizers.RMSprop,
+            {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7},
+        ),
+        (
+            optimizers.Adagrad,
+            {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
+        ),
+    ],
+)
 def test_keras_names_and_defaults(cls, defaults):
     params = inspect.signature(cls).parameters
     for name, value in defaults.items():
@@ -152,14 +169,17 @@ def test_apply_gradients_and_schedule(rng):
     assert np.allclose(out, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: optimizers.SGD(learning_rate=-1),
-    lambda: optimizers.SGD(momentum=1.5),
-    lambda: optimizers.Adam(beta_1="x"),
-    lambda: optimizers.RMSprop(rho=-0.1),
-    lambda: optimizers.Adagrad(initial_accumulator_value=-1),
-    lambda: optimizers.AdamW(weight_decay=np.nan),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optimizers.SGD(learning_rate=-1),
+        lambda: optimizers.SGD(momentum=1.5),
+        lambda: optimizers.Adam(beta_1="x"),
+        lambda: optimizers.RMSprop(rho=-0.1),
+        lambda: optimizers.Adagrad(initial_accumulator_value=-1),
+        lambda: optimizers.AdamW(weight_decay=np.nan),
+    ],
+)
 def test_invalid_arguments(make):
     with pytest.raises(ValidationError):
         make()
@@ -178,6 +198,7 @@ def test_guide_example_nesterov_momentum_trains(rng):
     data = {inp: x, p: x**2}
     with nengo_onnx.Simulator(net, minibatch_size=8, progress_bar=False) as sim:
         before = sim.loss(data)
-        sim.train(data, optimizers.SGD(learning_rate=1e-2, momentum=0.9, nesterov=True),
-                  n_epochs=20)
+        sim.train(
+            data, optimizers.SGD(learning_rate=1e-2, momentum=0.9, nesterov=True), n_epochs=20
+        )
         assert sim.loss(data) < 0.5 * before

@@ -78,8 +78,8 @@ def test_all_lists_public_names_only(module):
 
 def test_package_import_needs_no_nengo():
     """``nengo-onnx run`` and exported models' runner work without nengo."""
-    code = "import sys, nengo_onnx; import nengo_onnx.exporting.runner; " \
-           "print('nengo' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys, nengo_onnx; import nengo_onnx.exporting.runner; print('nengo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

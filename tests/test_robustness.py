@@ -37,8 +37,9 @@ def training_data(net, n=4, steps=5, seed=1):
 # -- labels never collide with each other or with internal names -------------------------------
 
 
-@pytest.mark.parametrize("label", ["const", "matmul", "state.x", "probe_0", "loss", "x.y",
-                                   "input", "0", "a b", ""])
+@pytest.mark.parametrize(
+    "label", ["const", "matmul", "state.x", "probe_0", "loss", "x.y", "input", "0", "a b", ""]
+)
 def test_any_label_builds_and_matches_nengo(label):
     with nengo.Network(seed=1) as net:
         c = nengo.Node([0.3], label=label or None)
@@ -64,8 +65,9 @@ def test_pickled_trained_simulator_behaves_like_the_original(tmp_path):
     data = training_data(net)
     with net:
         nengo_onnx.configure_settings(dtype="float64")
-    with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False, threads=1,
-                              tensorboard=str(tmp_path / "tb")) as sim:
+    with nengo_onnx.Simulator(
+        net, minibatch_size=2, progress_bar=False, threads=1, tensorboard=str(tmp_path / "tb")
+    ) as sim:
         sim.train(data, optimizers.Adam(0.05), n_epochs=3)
         sim.run_steps(7)
         # pickled together, as nengo's objects are: the copy's network is net2
@@ -300,15 +302,29 @@ def test_python_functions_get_exact_time_in_float64():
 # -- real signatures ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method, params", [
-    ("train", ["data", "optimizer", "n_epochs", "objective", "truncation", "summaries",
-               "shuffle", "profile"]),
-    ("loss", ["data", "objective"]),
-    ("save_params", ["path", "include_state"]),
-    ("load_params", ["path"]),
-    ("freeze_params", ["objs"]),
-    ("export", ["path", "steps", "fixed", "opset"]),
-])
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        (
+            "train",
+            [
+                "data",
+                "optimizer",
+                "n_epochs",
+                "objective",
+                "truncation",
+                "summaries",
+                "shuffle",
+                "profile",
+            ],
+        ),
+        ("loss", ["data", "objective"]),
+        ("save_params", ["path", "include_state"]),
+        ("load_params", ["path"]),
+        ("freeze_params", ["objs"]),
+        ("export", ["path", "steps", "fixed", "opset"]),
+    ],
+)
 def test_methods_have_real_signatures(method, params):
     fn = getattr(nengo_onnx.Simulator, method)
     sig = inspect.signature(fn)
@@ -334,8 +350,9 @@ def test_odd_values_give_validation_errors():
         with pytest.raises(ValidationError, match="another network"):
             sim.run_steps(3, data={other.u: np.zeros((3, 1))})
         with pytest.raises(ValidationError, match="another network"):
-            sim.train({other.u: np.zeros((1, 3, 1)), net.p: np.zeros((1, 3, 1))},
-                      optimizers.SGD(0.1))
+            sim.train(
+                {other.u: np.zeros((1, 3, 1)), net.p: np.zeros((1, 3, 1))}, optimizers.SGD(0.1)
+            )
 
 
 def test_no_warning_for_ordinary_use():

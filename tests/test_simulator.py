@@ -46,9 +46,10 @@ def test_matches_nengo(optimize, unroll):
 
 def test_built_params_match_nengo():
     net = chain_net()
-    with nengo.Simulator(net, progress_bar=False) as ref, nengo_onnx.Simulator(
-        net, progress_bar=False
-    ) as sim:
+    with (
+        nengo.Simulator(net, progress_bar=False) as ref,
+        nengo_onnx.Simulator(net, progress_bar=False) as sim,
+    ):
         for attr in ("encoders", "bias", "gain", "scaled_encoders"):
             assert np.allclose(getattr(sim.data[net.a], attr), getattr(ref.data[net.a], attr))
         conn = net.connections[1]

@@ -70,16 +70,23 @@ def main(argv=None):
     for label, (n_ens, n_neurons) in {"5 x 500": (5, 500), "20 x 1000": (20, 1000)}.items():
         net = chain(n_ens, n_neurons)
         ref_build, ref_rate = measure(
-            lambda n: nengo.Simulator(n, progress_bar=False), net, args.steps, args.repeats)
+            lambda n: nengo.Simulator(n, progress_bar=False), net, args.steps, args.repeats
+        )
         print(f"| {label} | nengo.Simulator | {ref_build:.2f} | - | {ref_rate:,.0f} | 1.00 |")
         for unroll in args.unroll:
             build, compiled = compile_time(net, unroll)
             _, rate = measure(
-                lambda n, k=unroll: nengo_onnx.Simulator(n, unroll_simulation=k,
-                                                         progress_bar=False),
-                net, args.steps, args.repeats)
-            print(f"| {label} | nengo_onnx K={unroll} | {build:.2f} | {compiled:.2f} | "
-                  f"{rate:,.0f} | {rate / ref_rate:.2f} |")
+                lambda n, k=unroll: nengo_onnx.Simulator(
+                    n, unroll_simulation=k, progress_bar=False
+                ),
+                net,
+                args.steps,
+                args.repeats,
+            )
+            print(
+                f"| {label} | nengo_onnx K={unroll} | {build:.2f} | {compiled:.2f} | "
+                f"{rate:,.0f} | {rate / ref_rate:.2f} |"
+            )
 
 
 if __name__ == "__main__":

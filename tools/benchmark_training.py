@@ -35,11 +35,16 @@ import numpy as np
 #: NengoDL 3.6 (TensorFlow 2.12 CPU, 2 cores) on this machine type, measured on the same
 #: three benchmarks (NengoDL is not installed here, so they are not run again).
 NENGODL = {
-    "a_epoch": 0.106, "a_accuracy": 0.963,
-    "b_epoch": 0.317, "b_loss_first": 0.189, "b_loss": 0.0054,
-    "b10_epoch": 1.93, "b10_loss": 0.0376,
+    "a_epoch": 0.106,
+    "a_accuracy": 0.963,
+    "b_epoch": 0.317,
+    "b_loss_first": 0.189,
+    "b_loss": 0.0054,
+    "b10_epoch": 1.93,
+    "b10_loss": 0.0376,
     "c_accuracy": 0.969,
-    "import": 5.0, "memory": (580, 720),
+    "import": 5.0,
+    "memory": (580, 720),
 }
 
 MINIBATCH = 32
@@ -65,7 +70,7 @@ def digits():
     data = load_digits()
     x = (data.data / 16.0).astype(np.float32)
     order = np.random.RandomState(0).permutation(len(x))
-    train, test = order[:1440], order[1440:1440 + 352]
+    train, test = order[:1440], order[1440 : 1440 + 352]
     return x[train], data.target[train], x[test], data.target[test]
 
 
@@ -140,8 +145,9 @@ mean_cross_entropy.takes_targets = True
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def timed_training(make_net, data, objective, epochs, truncation=None, profile=None,
-                   loss_before=False):
+def timed_training(
+    make_net, data, objective, epochs, truncation=None, profile=None, loss_before=False
+):
     """Train a new simulator for ``epochs`` epochs of Adam(1e-3).
 
     One untimed epoch with ``SGD(0)`` (no change to the parameters) first builds
@@ -155,19 +161,23 @@ def timed_training(make_net, data, objective, epochs, truncation=None, profile=N
     from nengo_onnx import optimizers  # noqa: PLC0415
 
     net = make_net()
-    sim = nengo_onnx.Simulator(net, minibatch_size=MINIBATCH, progress_bar=False,
-                               threads=THREADS)
+    sim = nengo_onnx.Simulator(net, minibatch_size=MINIBATCH, progress_bar=False, threads=THREADS)
     sim.net = net
     data = {getattr(net, k): v for k, v in data.items()}
     objective = None if objective is None else {net.p: objective}
     info = {"before": sim.loss(data, objective)} if loss_before else {}
     start = time.perf_counter()
-    sim.train(data, optimizers.SGD(0.0), n_epochs=1, objective=objective,
-              truncation=truncation)
+    sim.train(data, optimizers.SGD(0.0), n_epochs=1, objective=objective, truncation=truncation)
     info["build"] = time.perf_counter() - start
     start, cpu = time.perf_counter(), time.process_time()
-    history = sim.train(data, optimizers.Adam(1e-3), n_epochs=epochs, objective=objective,
-                        truncation=truncation, profile=profile or False)
+    history = sim.train(
+        data,
+        optimizers.Adam(1e-3),
+        n_epochs=epochs,
+        objective=objective,
+        truncation=truncation,
+        profile=profile or False,
+    )
     info["epoch"] = (time.perf_counter() - start) / epochs
     info["cpu"] = (time.process_time() - cpu) / epochs
     info["loss"] = history["loss"]
@@ -182,8 +192,9 @@ def repeated(args, key, results, make_net, data, objective, truncation=None, aft
     walls, cpus = [], []
     for i in range(args.repeats):
         profile = args.profile_dir and i == 0 and os.path.join(args.profile_dir, f"{key}.json")
-        sim, info = timed_training(make_net, data, objective, args.epochs, truncation,
-                                   profile, loss_before=i == 0)
+        sim, info = timed_training(
+            make_net, data, objective, args.epochs, truncation, profile, loss_before=i == 0
+        )
         walls.append(info["epoch"])
         cpus.append(info["cpu"])
         if i == 0:
@@ -224,8 +235,15 @@ def bench_a(args, results):
     def test(sim, info):
         results["a_accuracy"] = accuracy(sim, make, xte, yte, 1)
 
-    repeated(args, "a", results, make, {"inp": xtr[:, None], "p": one_hot(ytr)},
-             softmax_cross_entropy, after=test)
+    repeated(
+        args,
+        "a",
+        results,
+        make,
+        {"inp": xtr[:, None], "p": one_hot(ytr)},
+        softmax_cross_entropy,
+        after=test,
+    )
 
 
 def bench_b(args, results):
@@ -245,24 +263,42 @@ def bench_c(args, results):
     def test(key):
         def after(sim, info):
             results[f"{key}_accuracy"] = accuracy(sim, spiking, xte, yte, SPIKING_STEPS)
+
         return after
 
     runs = argparse.Namespace(**{**vars(args), "repeats": 1})  # the spiking runs are long
-    repeated(runs, "c", results, spiking, {"inp": xtr[:, None], "p": one_hot(ytr)},
-             softmax_cross_entropy, after=test("c"))
-    held = {"inp": np.repeat(xtr[:, None], SPIKING_STEPS, axis=1),
-            "p": one_hot(ytr, SPIKING_STEPS)}
+    repeated(
+        runs,
+        "c",
+        results,
+        spiking,
+        {"inp": xtr[:, None], "p": one_hot(ytr)},
+        softmax_cross_entropy,
+        after=test("c"),
+    )
+    held = {
+        "inp": np.repeat(xtr[:, None], SPIKING_STEPS, axis=1),
+        "p": one_hot(ytr, SPIKING_STEPS),
+    }
     for mode in args.spiking_gradients:
         make = lambda mode=mode: digits_net(lif, spiking_gradient=mode)  # noqa: E731
-        repeated(runs, f"c_{mode}", results, make, held, mean_cross_entropy,
-                 after=test(f"c_{mode}"))
+        repeated(
+            runs, f"c_{mode}", results, make, held, mean_cross_entropy, after=test(f"c_{mode}")
+        )
 
 
 def import_time(repeats=5):
-    code = ("import time; t = time.perf_counter(); import nengo_onnx; "
-            "print(time.perf_counter() - t)")
-    return min(float(subprocess.run([sys.executable, "-c", code], capture_output=True,
-                                    text=True, check=True).stdout) for _ in range(repeats))
+    code = (
+        "import time; t = time.perf_counter(); import nengo_onnx; print(time.perf_counter() - t)"
+    )
+    return min(
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(repeats)
+    )
 
 
 def peak_memory_mb(args):
@@ -271,8 +307,18 @@ def peak_memory_mb(args):
     Run it before anything big: a child's ru_maxrss counts the parent's pages
     between fork and exec.
     """
-    cmd = [sys.executable, os.path.abspath(__file__), "--only", "a", "--repeats", "1",
-           "--epochs", str(args.epochs), "--json", os.devnull]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--only",
+        "a",
+        "--repeats",
+        "1",
+        "--epochs",
+        str(args.epochs),
+        "--json",
+        os.devnull,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -285,8 +331,10 @@ def peak_memory_mb(args):
 
 
 def table(results):
-    rows = [("| benchmark | metric | nengo_onnx | NengoDL 3.6 | goal |",),
-            ("|---|---|---|---|---|",)]
+    rows = [
+        ("| benchmark | metric | nengo_onnx | NengoDL 3.6 | goal |",),
+        ("|---|---|---|---|---|",),
+    ]
 
     def row(name, metric, key, fmt, ref=None, goal=""):
         if key not in results:
@@ -312,36 +360,70 @@ def table(results):
         return f"<= {ref}: {'met' if results[key] <= ref else 'missed'}"
 
     def timing(name, key, ref=None):
-        row(name, "s / epoch (wall, best)", f"{key}_epoch", ".4f", ref,
-            time_goal(f"{key}_epoch", ref) if ref else "")
+        row(
+            name,
+            "s / epoch (wall, best)",
+            f"{key}_epoch",
+            ".4f",
+            ref,
+            time_goal(f"{key}_epoch", ref) if ref else "",
+        )
         row(name, "CPU s / epoch", f"{key}_cpu", ".4f")
         row(name, "first epoch s (builds the graph)", f"{key}_build", ".2f")
 
     timing("(a) digits MLP", "a", NENGODL["a_epoch"])
-    row("(a) digits MLP", "test accuracy", "a_accuracy", ".3f", NENGODL["a_accuracy"],
-        at_least("a_accuracy", NENGODL["a_accuracy"]))
+    row(
+        "(a) digits MLP",
+        "test accuracy",
+        "a_accuracy",
+        ".3f",
+        NENGODL["a_accuracy"],
+        at_least("a_accuracy", NENGODL["a_accuracy"]),
+    )
     for key, label in (("b", "full BPTT"), ("b10", "truncation=10")):
         name = f"(b) integrator, {label}"
         timing(name, key, NENGODL[f"{key}_epoch"])
         row(name, "loss before training", f"{key}_loss_before", ".3g")
-        row(name, "loss, epoch 1", f"{key}_loss_first", ".3g",
-            NENGODL.get(f"{key}_loss_first"))
-        row(name, "loss, epoch 10", f"{key}_loss", ".3g", NENGODL[f"{key}_loss"],
-            at_most(f"{key}_loss", NENGODL[f"{key}_loss"]))
+        row(name, "loss, epoch 1", f"{key}_loss_first", ".3g", NENGODL.get(f"{key}_loss_first"))
+        row(
+            name,
+            "loss, epoch 10",
+            f"{key}_loss",
+            ".3g",
+            NENGODL[f"{key}_loss"],
+            at_most(f"{key}_loss", NENGODL[f"{key}_loss"]),
+        )
     name = "(c) spiking digits, rate-trained"
-    row(name, "spiking test accuracy", "c_accuracy", ".3f", NENGODL["c_accuracy"],
-        at_least("c_accuracy", NENGODL["c_accuracy"]))
+    row(
+        name,
+        "spiking test accuracy",
+        "c_accuracy",
+        ".3f",
+        NENGODL["c_accuracy"],
+        at_least("c_accuracy", NENGODL["c_accuracy"]),
+    )
     timing(name, "c")
     for mode in ("rate", "surrogate"):
         name = f'(c) spiking digits, spike-aware "{mode}" ({SPIKING_STEPS} steps)'
-        row(name, "spiking test accuracy", f"c_{mode}_accuracy", ".3f", NENGODL["c_accuracy"],
-            at_least(f"c_{mode}_accuracy", NENGODL["c_accuracy"]))
+        row(
+            name,
+            "spiking test accuracy",
+            f"c_{mode}_accuracy",
+            ".3f",
+            NENGODL["c_accuracy"],
+            at_least(f"c_{mode}_accuracy", NENGODL["c_accuracy"]),
+        )
         row(name, "loss, epoch 10", f"c_{mode}_loss", ".4f")
         timing(name, f"c_{mode}")
-    row("import nengo_onnx", "s", "import", ".2f", NENGODL["import"],
-        at_most("import", 1.0))
-    row("peak memory, process running (a)", "MB", "memory", ".0f", "580-720",
-        at_most("memory", 250))
+    row("import nengo_onnx", "s", "import", ".2f", NENGODL["import"], at_most("import", 1.0))
+    row(
+        "peak memory, process running (a)",
+        "MB",
+        "memory",
+        ".0f",
+        "580-720",
+        at_most("memory", 250),
+    )
     return "\n".join(r[0] for r in rows)
 
 
@@ -350,14 +432,31 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
     # memory first: a child's ru_maxrss includes the parent's pages at fork time
-    parser.add_argument("--only", nargs="+", default=["memory", "import", "a", "b", "c"],
-                        choices=["memory", "import", "a", "b", "c"])
-    parser.add_argument("--spiking-gradients", nargs="*", default=["rate", "surrogate"],
-                        choices=["rate", "surrogate"])
-    parser.add_argument("--profile", metavar="DIR", dest="profile_dir", default=None,
-                        help="write onnxruntime profiles of (a) and (b) here")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="onnxruntime intra-op threads (default: one per core)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["memory", "import", "a", "b", "c"],
+        choices=["memory", "import", "a", "b", "c"],
+    )
+    parser.add_argument(
+        "--spiking-gradients",
+        nargs="*",
+        default=["rate", "surrogate"],
+        choices=["rate", "surrogate"],
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        dest="profile_dir",
+        default=None,
+        help="write onnxruntime profiles of (a) and (b) here",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="onnxruntime intra-op threads (default: one per core)",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     global THREADS
@@ -381,8 +480,10 @@ def main(argv=None):
     results["load_before"] = load
     results["load_after"] = os.getloadavg()
     print(table(results))
-    print(f"\nload average before {load[0]:.2f}, after {results['load_after'][0]:.2f} "
-          f"({os.cpu_count()} CPUs)")
+    print(
+        f"\nload average before {load[0]:.2f}, after {results['load_after'][0]:.2f} "
+        f"({os.cpu_count()} CPUs)"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -43,12 +43,14 @@ def build_network(n_neurons=10, spiking_gradient=None, seed=0):
         net.inputs = nengo.Node(np.zeros(2), label="inputs")
         # amplitude=0.01 scales the neurons' output so that the decoders are about
         # 1 in size, the scale that the optimizers' step sizes suit
-        net.ens = nengo.Ensemble(n_neurons, 2, radius=1.4,
-                                 neuron_type=nengo.LIF(amplitude=0.01), label="ens")
+        net.ens = nengo.Ensemble(
+            n_neurons, 2, radius=1.4, neuron_type=nengo.LIF(amplitude=0.01), label="ens"
+        )
         net.product = nengo.Node(size_in=1, label="product")
         nengo.Connection(net.inputs, net.ens, synapse=None)
-        net.conn = nengo.Connection(net.ens, net.product, function=lambda x: x[0] * x[1],
-                                    synapse=0.005, label="decoders")
+        net.conn = nengo.Connection(
+            net.ens, net.product, function=lambda x: x[0] * x[1], synapse=0.005, label="decoders"
+        )
         net.p = nengo.Probe(net.product, label="product_probe")
     return net
 
@@ -88,8 +90,12 @@ def sequence_error(simulator, net, pairs, present=PRESENT):
 def train(net, x, y, epochs):
     """``sim.train`` with the settled error, then ``freeze_params``; the loss history."""
     with nengo_onnx.Simulator(net, minibatch_size=32, progress_bar=False) as sim:
-        history = sim.train({net.inputs: x, net.p: y}, nengo_onnx.optimizers.Adam(1e-2),
-                            n_epochs=epochs, objective={net.p: settled_mse})
+        history = sim.train(
+            {net.inputs: x, net.p: y},
+            nengo_onnx.optimizers.Adam(1e-2),
+            n_epochs=epochs,
+            objective={net.p: settled_mse},
+        )
         sim.freeze_params(net)
     return history["loss"]
 
@@ -109,8 +115,9 @@ def main(argv=None):
     test_pairs = make_data(n_test, 2, present)[0][:, 0]
 
     # 1. the NEF solution, in nengo.Simulator
-    before, out_before, target = sequence_error(nengo.Simulator, build_network(), test_pairs,
-                                                present)
+    before, out_before, target = sequence_error(
+        nengo.Simulator, build_network(), test_pairs, present
+    )
     print(f"nengo.Simulator, NEF decoders: error {before:.4f}")
 
     results = {}
@@ -122,8 +129,10 @@ def main(argv=None):
         after, out_after, _ = sequence_error(nengo.Simulator, net, test_pairs, present)
         after_onnx, _, _ = sequence_error(nengo_onnx.Simulator, net, test_pairs, present)
         results[name] = (losses, after, out_after)
-        print(f"trained, {name}: nengo.Simulator error {after:.4f} "
-              f"(nengo_onnx.Simulator {after_onnx:.4f})")
+        print(
+            f"trained, {name}: nengo.Simulator error {after:.4f} "
+            f"(nengo_onnx.Simulator {after_onnx:.4f})"
+        )
 
     plot(args.out, out_before, target, before, results, present)
     print(f"figures in {args.out}; {time.time() - start:.1f} s")
@@ -138,8 +147,10 @@ def plot(out, out_before, target, before, results, present, n_show=6):
     steps = n_show * present
     t = np.arange(1, steps + 1) * DT
     rows = [("NEF decoders", before, out_before, "0.5")]
-    rows += [(f"trained, {name}", error, output, color)
-             for (name, (_, error, output)), color in zip(results.items(), ("C1", "C0"))]
+    rows += [
+        (f"trained, {name}", error, output, color)
+        for (name, (_, error, output)), color in zip(results.items(), ("C1", "C0"))
+    ]
     fig, axes = plt.subplots(len(rows), 1, figsize=(6, 5), sharex=True, sharey=True)
     for ax, (name, error, output, color) in zip(axes, rows):
         ax.plot(t, output[:steps], color=color, lw=1)
@@ -154,8 +165,7 @@ def plot(out, out_before, target, before, results, present, n_show=6):
     fig, ax = plt.subplots(figsize=(5, 3))
     for (name, (losses, _, _)), color in zip(results.items(), ("C1", "C0")):
         ax.plot(np.arange(1, len(losses) + 1), losses, "o-", ms=3, color=color, label=name)
-    ax.set(xlabel="epoch", ylabel="training loss (settled mse)", title="sim.train",
-           yscale="log")
+    ax.set(xlabel="epoch", ylabel="training loss (settled mse)", title="sim.train", yscale="log")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, FIGURES[1]), dpi=80)

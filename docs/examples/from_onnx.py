@@ -44,18 +44,19 @@ def conv_model(n_kernels=8, n_features=32, seed=0):
         "dense_bias": np.zeros(n_features),
     }
     nodes = [
-        helper.make_node("Conv", ["image", "kernels", "kernel_bias"], ["conv"],
-                         pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["image", "kernels", "kernel_bias"], ["conv"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["conv"], ["relu"]),
         helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Flatten", ["pool"], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "dense", "dense_bias"], ["features"]),
     ]
     graph = helper.make_graph(
-        nodes, "conv_features",
+        nodes,
+        "conv_features",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])],
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", n_features])],
-        [numpy_helper.from_array(w.astype(np.float32), name) for name, w in weights.items()])
+        [numpy_helper.from_array(w.astype(np.float32), name) for name, w in weights.items()],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
@@ -66,12 +67,14 @@ def build_network(model, n_neurons=64, seed=0):
         net.config[nengo.Connection].synapse = None
         net.image = nengo.Node(np.zeros(64), label="image")
         net.conv = nengo_onnx.OnnxNode(model, label="conv")
-        net.hidden = nengo.Ensemble(n_neurons, 1, neuron_type=nengo.LIF(amplitude=0.01),
-                                    label="hidden")
+        net.hidden = nengo.Ensemble(
+            n_neurons, 1, neuron_type=nengo.LIF(amplitude=0.01), label="hidden"
+        )
         net.digit = nengo.Node(size_in=10, label="digit")
         nengo.Connection(net.image, net.conv)
-        nengo.Connection(net.conv, net.hidden.neurons,
-                         transform=_dense(n_neurons, net.conv.size_out))
+        nengo.Connection(
+            net.conv, net.hidden.neurons, transform=_dense(n_neurons, net.conv.size_out)
+        )
         nengo.Connection(net.hidden.neurons, net.digit, transform=_dense(10, n_neurons))
         net.p_digit = nengo.Probe(net.digit, label="digit_out")
     return net
@@ -90,7 +93,7 @@ def load_digits(n_train=1440, n_test=352, seed=0):
     order = np.random.RandomState(seed).permutation(len(digits.target))
     x = (digits.data[order] / 16.0).astype(np.float32)
     y = digits.target[order]
-    return x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test]
+    return x[:n_train], y[:n_train], x[n_train : n_train + n_test], y[n_train : n_train + n_test]
 
 
 def spiking_accuracy(sim, net, x, y, n_steps):
@@ -99,7 +102,7 @@ def spiking_accuracy(sim, net, x, y, n_steps):
     batch = sim.minibatch_size
     for i in range(0, len(x), batch):
         sim.reset()
-        sim.run_steps(n_steps, data={net.image: np.tile(x[i:i + batch, None], (1, n_steps, 1))})
+        sim.run_steps(n_steps, data={net.image: np.tile(x[i : i + batch, None], (1, n_steps, 1))})
         predictions.append(np.argmax(sim.data[net.p_digit].mean(axis=1), axis=-1))
     return float(np.mean(np.concatenate(predictions) == y))
 
@@ -124,13 +127,16 @@ def main(argv=None):
 
     with nengo_onnx.Simulator(net, minibatch_size=32, progress_bar=False) as sim:
         acc_before = spiking_accuracy(sim, net, x_test, y_test, n_steps)
-        history = sim.train(train_data, nengo_onnx.optimizers.Adam(3e-3), n_epochs=epochs,
-                            objective=objective)
+        history = sim.train(
+            train_data, nengo_onnx.optimizers.Adam(3e-3), n_epochs=epochs, objective=objective
+        )
         acc_after = spiking_accuracy(sim, net, x_test, y_test, n_steps)
         kernels_after = sim.data[net.conv].params["kernels"]
         sim.freeze_params(net)  # the trained weights go into the Nengo objects and the model
-    print(f"spiking test accuracy ({n_steps} steps per image): {acc_before:.3f} before "
-          f"training, {acc_after:.3f} after ({epochs} epochs, loss {history['loss'][-1]:.3f})")
+    print(
+        f"spiking test accuracy ({n_steps} steps per image): {acc_before:.3f} before "
+        f"training, {acc_after:.3f} after ({epochs} epochs, loss {history['loss'][-1]:.3f})"
+    )
 
     # the frozen network is an ordinary Nengo network: nengo.Simulator runs it too
     # (calling onnxruntime for the OnnxNode every step), one image at a time
@@ -166,8 +172,9 @@ def plot(out, losses, acc_before, acc_after, kernels_before, kernels_after):
     n = len(kernels_before)
     vmax = max(np.abs(kernels_before).max(), np.abs(kernels_after).max())
     fig, axes = plt.subplots(2, n, figsize=(n * 0.8, 2))
-    for row, (kernels, name) in enumerate(((kernels_before, "initial"),
-                                           (kernels_after, "trained"))):
+    for row, (kernels, name) in enumerate(
+        ((kernels_before, "initial"), (kernels_after, "trained"))
+    ):
         for i in range(n):
             axes[row, i].imshow(kernels[i, 0], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
             axes[row, i].set_xticks([])

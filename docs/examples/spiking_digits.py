@@ -30,8 +30,7 @@ import nengo_onnx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: The figures this script writes (the test suite checks that they exist).
-FIGURES = ("spiking_digits_loss.png", "spiking_digits_accuracy.png",
-           "spiking_digits_raster.png")
+FIGURES = ("spiking_digits_loss.png", "spiking_digits_accuracy.png", "spiking_digits_raster.png")
 
 
 def load_digits(n_train=1440, n_test=352, seed=0):
@@ -45,7 +44,7 @@ def load_digits(n_train=1440, n_test=352, seed=0):
     order = np.random.RandomState(seed).permutation(len(digits.target))
     x = (digits.data[order] / 16.0).astype(np.float32)
     y = digits.target[order]
-    return x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test]
+    return x[:n_train], y[:n_train], x[n_train : n_train + n_test], y[n_train : n_train + n_test]
 
 
 def build_network(n_neurons=256, seed=0):
@@ -56,13 +55,22 @@ def build_network(n_neurons=256, seed=0):
         net.config[nengo.Connection].synapse = None
 
         net.image = nengo.Node(np.zeros(64), label="image")
-        net.hidden = nengo.Ensemble(n_neurons, 1, neuron_type=nengo.LIF(amplitude=0.01),
-                                    label="hidden")
+        net.hidden = nengo.Ensemble(
+            n_neurons, 1, neuron_type=nengo.LIF(amplitude=0.01), label="hidden"
+        )
         net.digit = nengo.Node(size_in=10, label="digit")
-        nengo.Connection(net.image, net.hidden.neurons,
-                         transform=_dense(n_neurons, 64, 1.0), label="image_to_hidden")
-        nengo.Connection(net.hidden.neurons, net.digit,
-                         transform=_dense(10, n_neurons, 1.0), label="hidden_to_digit")
+        nengo.Connection(
+            net.image,
+            net.hidden.neurons,
+            transform=_dense(n_neurons, 64, 1.0),
+            label="image_to_hidden",
+        )
+        nengo.Connection(
+            net.hidden.neurons,
+            net.digit,
+            transform=_dense(10, n_neurons, 1.0),
+            label="hidden_to_digit",
+        )
         net.p_digit = nengo.Probe(net.digit, label="digit_out")
         net.p_spikes = nengo.Probe(net.hidden.neurons[:40], label="spikes")
     return net
@@ -82,8 +90,12 @@ def train(net, x_train, y_train, epochs, params_path):
     """Train with rate neurons (one step per image); returns the loss per epoch."""
     data = {net.image: x_train[:, None, :], net.p_digit: np.eye(10)[y_train][:, None, :]}
     with nengo_onnx.Simulator(net, minibatch_size=32, progress_bar=False) as sim:
-        history = sim.train(data, nengo_onnx.optimizers.Adam(1e-3), n_epochs=epochs,
-                            objective={net.p_digit: nengo_onnx.objectives.softmax_cross_entropy})
+        history = sim.train(
+            data,
+            nengo_onnx.optimizers.Adam(1e-3),
+            n_epochs=epochs,
+            objective={net.p_digit: nengo_onnx.objectives.softmax_cross_entropy},
+        )
         sim.save_params(params_path)
     return history["loss"]
 
@@ -114,8 +126,19 @@ def export_and_run(x_test, n_steps, params_path, workdir):
     onnx_path = os.path.join(workdir, "digits.onnx")
     inputs_path = os.path.join(workdir, "digits_images.npz")
     probes_path = os.path.join(workdir, "digits_probes.npz")
-    cli("compile", f"{os.path.abspath(__file__)}:build_network", "--params", params_path,
-        "--fixed", n_steps, "--minibatch", len(x_test), "-o", onnx_path, "--quiet")
+    cli(
+        "compile",
+        f"{os.path.abspath(__file__)}:build_network",
+        "--params",
+        params_path,
+        "--fixed",
+        n_steps,
+        "--minibatch",
+        len(x_test),
+        "-o",
+        onnx_path,
+        "--quiet",
+    )
     np.savez(inputs_path, image=np.tile(x_test[:, None], (1, n_steps, 1)))
     cli("run", onnx_path, "--inputs", inputs_path, "-o", probes_path, "--quiet")
     with np.load(probes_path) as probes:
@@ -140,8 +163,12 @@ def plot(out, losses, acc_steps, rate_acc, exported_acc, spikes, logits, label):
     ax.axhline(rate_acc, color="k", ls="--", label="rate LIF, 1 step")
     ax.plot(steps[-1], exported_acc, "rs", label="exported .onnx, nengo-onnx run")
     low = min(min(acc_steps), rate_acc) - 0.05
-    ax.set(xlabel="timesteps per image", ylabel="test accuracy", ylim=(max(low, 0), 1.005),
-           title="Accuracy against presentation time")
+    ax.set(
+        xlabel="timesteps per image",
+        ylabel="test accuracy",
+        ylim=(max(low, 0), 1.005),
+        title="Accuracy against presentation time",
+    )
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, FIGURES[1]), dpi=80)
@@ -182,17 +209,29 @@ def main(argv=None):
         rate_acc = accuracy(rate_logits[:, 0], y_test)
         logits, spikes = run_spiking(net, x_test, n_steps, params)
         acc_steps = [accuracy(m, y_test) for m in np.moveaxis(mean_output(logits), 1, 0)]
-        print(f"rate accuracy {rate_acc:.3f}; spiking accuracy after 1, 5, {n_steps} steps: "
-              f"{acc_steps[0]:.3f}, {acc_steps[4]:.3f}, {acc_steps[-1]:.3f}")
+        print(
+            f"rate accuracy {rate_acc:.3f}; spiking accuracy after 1, 5, {n_steps} steps: "
+            f"{acc_steps[0]:.3f}, {acc_steps[4]:.3f}, {acc_steps[-1]:.3f}"
+        )
 
         exported = export_and_run(x_test, n_steps, params, workdir)
         exported_acc = accuracy(mean_output(exported)[:, -1], y_test)
-        same = np.mean(np.argmax(mean_output(exported)[:, -1], -1)
-                       == np.argmax(mean_output(logits)[:, -1], -1))
+        same = np.mean(
+            np.argmax(mean_output(exported)[:, -1], -1)
+            == np.argmax(mean_output(logits)[:, -1], -1)
+        )
         print(f"exported model: accuracy {exported_acc:.3f} ({same:.1%} same predictions)")
 
-    plot(args.out, losses, acc_steps, rate_acc, exported_acc, spikes[0],
-         mean_output(logits)[0], y_test[0])
+    plot(
+        args.out,
+        losses,
+        acc_steps,
+        rate_acc,
+        exported_acc,
+        spikes[0],
+        mean_output(logits)[0],
+        y_test[0],
+    )
     print(f"figures in {args.out}; {time.time() - start:.1f} s")
 
 

@@ -58,8 +58,16 @@ def emit_block(
         ``None`` means the defaults.
     """
     graph = GraphBuilder(name=name, opset=opset)
-    ctx = EmitContext(graph, signals, dtype, minibatch_size, dt, n_steps=n_steps,
-                      training=training, settings=settings)
+    ctx = EmitContext(
+        graph,
+        signals,
+        dtype,
+        minibatch_size,
+        dt,
+        n_steps=n_steps,
+        training=training,
+        settings=settings,
+    )
     state_in = signals.state_bases() if state_in is None else state_in
     state, state_inputs = [], []
     names = signals.names

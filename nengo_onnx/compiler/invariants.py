@@ -100,8 +100,9 @@ def _check_single_writer(ops, kind, where):
             element = int(np.flatnonzero(count > 1)[0])
             culprits = [op for op, idx in elements.items() if element in idx]
             verb = "set" if kind == "sets" else "update"
-            _fail(where, f"left several operators that {verb} element {element} of {base}:",
-                  culprits)
+            _fail(
+                where, f"left several operators that {verb} element {element} of {base}:", culprits
+            )
 
 
 def _check_schedule(graph, ops, where):
@@ -109,8 +110,9 @@ def _check_schedule(graph, ops, where):
         dependencies = operator_dependency_graph(ops)
     except AssertionError as e:  # Nengo's own validate_ops (rule 3 per view)
         _fail(where, f"broke Nengo's operator rules: {e}")
-    missing = [(a, b) for a, succ in dependencies.items() for b in succ
-               if not graph.has_edge(a, b)]
+    missing = [
+        (a, b) for a, succ in dependencies.items() for b in succ if not graph.has_edge(a, b)
+    ]
     if missing:
         a, b = missing[0]
         _fail(where, f"left {len(missing)} dependencies out of the graph, e.g. from", [a, b])
@@ -125,5 +127,7 @@ def _check_values_kept(graph, ops, valued, where):
     if lost:
         base, op = next(iter(lost.items()))
         reader = "a probe" if op is None else str(op)
-        _fail(where, f"removed every operator that sets or updates {base}, "
-                     f"which {reader} still reads")
+        _fail(
+            where,
+            f"removed every operator that sets or updates {base}, which {reader} still reads",
+        )

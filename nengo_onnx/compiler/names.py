@@ -57,8 +57,11 @@ class UniqueNames:
 
 def _named_objects(model):
     """The model's objects in build order (``model.sig``'s order, then probes)."""
-    objs = [obj for obj in model.sig
-            if isinstance(obj, (NengoObject, LearningRule)) and not isinstance(obj, Neurons)]
+    objs = [
+        obj
+        for obj in model.sig
+        if isinstance(obj, (NengoObject, LearningRule)) and not isinstance(obj, Neurons)
+    ]
     objs += [probe for probe in model.probes if probe not in objs]
     return objs
 
@@ -89,8 +92,10 @@ class Names:
         self.signals = {}
         self._signal_names = UniqueNames()
         # objects' reprs in nengo's signal names, longest first (one may contain another)
-        self._reprs = sorted(((str(obj), name) for obj, name in self.objects.items()),
-                             key=lambda item: -len(item[0]))
+        self._reprs = sorted(
+            ((str(obj), name) for obj, name in self.objects.items()),
+            key=lambda item: -len(item[0]),
+        )
 
     # -- objects --------------------------------------------------------------------------
 
@@ -125,8 +130,7 @@ class Names:
         for op in operators:
             for sig in op.all_signals:
                 if sig.base not in self.signals:
-                    self.signals[sig.base] = self._signal_names.claim(
-                        self._unowned_name(sig.base))
+                    self.signals[sig.base] = self._signal_names.claim(self._unowned_name(sig.base))
 
     def _unowned_name(self, sig):
         """nengo's name of a signal, with objects named by their names, no addresses."""
@@ -141,8 +145,9 @@ class Names:
         try:
             return self.signals[base]
         except KeyError:
-            raise KeyError(f"signal {base} was not named: it is not in the compiled "
-                           "operators") from None
+            raise KeyError(
+                f"signal {base} was not named: it is not in the compiled operators"
+            ) from None
 
     # -- ONNX ports -----------------------------------------------------------------------
 

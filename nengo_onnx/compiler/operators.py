@@ -99,7 +99,7 @@ class LinearFilterGroup(Operator):
 
     @property
     def states(self):
-        return self.updates[-self.n:]
+        return self.updates[-self.n :]
 
     def ss(self, dt):
         """The discretized ``(A, B, C, D)`` shared by all members."""

@@ -72,8 +72,11 @@ class ParameterStore:
         """Replace the value of ``base`` (a copy is stored)."""
         value = np.array(value, dtype=np.float64)
         if value.shape != tuple(base.shape):
-            raise ValidationError(f"value for {self.names.signal(base)} has shape {value.shape}; "
-                                  f"expected {tuple(base.shape)}", attr="value")
+            raise ValidationError(
+                f"value for {self.names.signal(base)} has shape {value.shape}; "
+                f"expected {tuple(base.shape)}",
+                attr="value",
+            )
         value.setflags(write=False)
         self._values[base] = value
         self.version += 1
@@ -93,8 +96,9 @@ class ParameterStore:
         by_name = {self.names.signal(base): base for base in signals.static_bases()}
         for name, value in values.items():
             if name not in by_name:
-                raise ValidationError(f"no parameter signal named {name!r} in this model",
-                                      attr="params")
+                raise ValidationError(
+                    f"no parameter signal named {name!r} in this model", attr="params"
+                )
             self.set(by_name[name], value)
 
     # -- nengo's built parameters, with the current values ------------------------------
@@ -162,8 +166,7 @@ def param_groups(program, params):
     groups = []
     for base, sigs in by_base.items():
         mask = trainable.element_mask(base, sigs)
-        groups.append(ParamGroup(base, program.names.signal(base),
-                                 None if mask.all() else mask))
+        groups.append(ParamGroup(base, program.names.signal(base), None if mask.all() else mask))
     return sorted(groups, key=lambda grp: grp.name)
 
 
@@ -194,8 +197,10 @@ def save(program, path, state=None):
     target = params_path(path)
     directory = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(directory):
-        raise ValidationError(f"cannot save parameters to {target}: directory {directory} "
-                              "does not exist", attr="path")
+        raise ValidationError(
+            f"cannot save parameters to {target}: directory {directory} does not exist",
+            attr="path",
+        )
     write_atomically(target, lambda f: np.savez(f, **arrays))
     return target
 
@@ -207,30 +212,38 @@ def _read_file(source):
     try:
         with np.load(source, allow_pickle=False) as f:
             if not hasattr(f, "files"):
-                raise ValueError("it holds a single array (.npy), not a saved-parameters "
-                                 ".npz file")
+                raise ValueError(
+                    "it holds a single array (.npy), not a saved-parameters .npz file"
+                )
             saved = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, TypeError) as err:
         raise ValidationError(
             f"cannot read saved parameters from {source}: it is not a file written by "
-            f"save_params ({type(err).__name__}: {err})", attr="path") from err
+            f"save_params ({type(err).__name__}: {err})",
+            attr="path",
+        ) from err
     if "meta/format" in saved and str(saved["meta/format"]) != FORMAT:
-        raise ValidationError(f"{source} has format {saved['meta/format']}, expected {FORMAT}",
-                              attr="path")
+        raise ValidationError(
+            f"{source} has format {saved['meta/format']}, expected {FORMAT}", attr="path"
+        )
     return saved
 
 
 def _check_values(name, value, source, dtype):
     if value.dtype.kind not in "fiu":
-        raise ValidationError(f"parameter {name} in {source} has dtype {value.dtype}; "
-                              "expected numbers", attr="path")
+        raise ValidationError(
+            f"parameter {name} in {source} has dtype {value.dtype}; expected numbers", attr="path"
+        )
     value = value.astype(np.float64)
     if not np.all(np.isfinite(value)):
         raise ValidationError(f"parameter {name} in {source} contains NaN or inf", attr="path")
     limit = np.finfo(dtype).max
     if np.any(np.abs(value) > limit):
-        raise ValidationError(f"parameter {name} in {source} has values beyond the "
-                              f"{np.dtype(dtype).name} range (|x| > {limit:g})", attr="path")
+        raise ValidationError(
+            f"parameter {name} in {source} has values beyond the "
+            f"{np.dtype(dtype).name} range (|x| > {limit:g})",
+            attr="path",
+        )
     return value
 
 
@@ -243,7 +256,7 @@ def load(program, path):
     source = params_path(path, for_reading=True)
     saved = _read_file(source)
     params = {p.name: p for p in trainable.all_params(program)}
-    stored = {k[len("param/"):]: v for k, v in saved.items() if k.startswith("param/")}
+    stored = {k[len("param/") :]: v for k, v in saved.items() if k.startswith("param/")}
     missing = sorted(set(params) - set(stored))
     extra = sorted(set(stored) - set(params))
     if missing or extra:
@@ -253,13 +266,15 @@ def load(program, path):
         if extra:
             parts.append(f"{source} has parameters that this network lacks: {extra}")
         raise ParamsMismatchError(
-            "saved parameters do not match this network's structure; " + "; ".join(parts))
+            "saved parameters do not match this network's structure; " + "; ".join(parts)
+        )
     for name, param in params.items():
         shape = tuple(param.signal(program.model).shape)
         if stored[name].shape != shape:
             raise ParamsMismatchError(
                 f"parameter {name} has shape {stored[name].shape} in {source} but {shape} in "
-                "this network; the networks' structures differ")
+                "this network; the networks' structures differ"
+            )
         stored[name] = _check_values(name, stored[name], source, program.dtype)
     bases = {}
     for name, param in params.items():
@@ -269,7 +284,7 @@ def load(program, path):
         trainable.write(bases[sig.base], sig, stored[name])
     for base, value in bases.items():
         program.params.set(base, value)
-    return {k[len("state/"):]: v for k, v in saved.items() if k.startswith("state/")}
+    return {k[len("state/") :]: v for k, v in saved.items() if k.startswith("state/")}
 
 
 # -- freezing into the Nengo objects ---------------------------------------------------------
@@ -288,8 +303,9 @@ def freeze(program, objs):
     """
     network = program.network
     if network is None:
-        raise ValidationError("the simulator has no network to freeze parameters into",
-                              attr="objs")
+        raise ValidationError(
+            "the simulator has no network to freeze parameters into", attr="objs"
+        )
     items = objs if isinstance(objs, (list, tuple)) else [objs]
     targets = []
     for obj in items:
@@ -301,7 +317,9 @@ def freeze(program, objs):
         else:
             raise ValidationError(
                 "objects to freeze must be Networks, Ensembles or Connections (or "
-                f"OnnxNodes; got {describe(obj)})", attr="objs")
+                f"OnnxNodes; got {describe(obj)})",
+                attr="objs",
+            )
     members = set(network.all_ensembles + network.all_connections + network.all_nodes)
     for obj in targets:
         if obj not in members:
@@ -343,17 +361,26 @@ def _freeze_connection(program, conn):
         return
     transform = conn.transform
     if isinstance(transform, nengo.transforms.Sparse):
-        conn.transform = nengo.transforms.Sparse(transform.shape, indices=transform.indices,
-                                                 init=weights)
-    elif isinstance(transform, (nengo.transforms.Dense, nengo.transforms.NoTransform)) or \
-            np.ndim(weights) <= 2:
-        conn.transform = weights if np.ndim(weights) == 2 else nengo.transforms.Dense(
-            transform.shape if hasattr(transform, "shape") else np.shape(weights),
-            init=weights)
+        conn.transform = nengo.transforms.Sparse(
+            transform.shape, indices=transform.indices, init=weights
+        )
+    elif (
+        isinstance(transform, (nengo.transforms.Dense, nengo.transforms.NoTransform))
+        or np.ndim(weights) <= 2
+    ):
+        conn.transform = (
+            weights
+            if np.ndim(weights) == 2
+            else nengo.transforms.Dense(
+                transform.shape if hasattr(transform, "shape") else np.shape(weights), init=weights
+            )
+        )
     else:
         raise ValidationError(
             f"cannot freeze the weights of {conn}: its {type(transform).__name__} transform "
-            "is not supported", attr="objs")
+            "is not supported",
+            attr="objs",
+        )
 
 
 class ZeroFunction:

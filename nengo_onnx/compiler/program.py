@@ -27,8 +27,7 @@ def input_nodes(network):
     if network is None:
         return []
     return [
-        n for n in network.all_nodes
-        if n.size_in == 0 and n.output is not None and n.size_out > 0
+        n for n in network.all_nodes if n.size_in == 0 and n.output is not None and n.size_out > 0
     ]
 
 
@@ -44,8 +43,17 @@ def built_graph(model, network):
     return graph
 
 
-def compile_model(model, network=None, settings=None, *, minibatch_size=1, unroll=10,
-                  optimize=True, threads=None, params=None):
+def compile_model(
+    model,
+    network=None,
+    settings=None,
+    *,
+    minibatch_size=1,
+    unroll=10,
+    optimize=True,
+    threads=None,
+    params=None,
+):
     """Run the passes over a built ``model`` and return its `Program`.
 
     Parameters
@@ -74,9 +82,19 @@ def compile_model(model, network=None, settings=None, *, minibatch_size=1, unrol
     signals = SignalPlan(model, list(graph.nodes), names, store)
     if params:
         store.load_named(params, signals)
-    program = Program(model, network, settings, graph, signals, names, store,
-                      minibatch_size=minibatch_size, unroll=unroll, threads=threads,
-                      n_built_operators=n_built)
+    program = Program(
+        model,
+        network,
+        settings,
+        graph,
+        signals,
+        names,
+        store,
+        minibatch_size=minibatch_size,
+        unroll=unroll,
+        threads=threads,
+        n_built_operators=n_built,
+    )
     return program
 
 
@@ -97,8 +115,21 @@ class Program:
     unrolled : whether the whole step is ONNX (then `block` gives K-step models)
     """
 
-    def __init__(self, model, network, settings, graph, signals, names, params, *,
-                 minibatch_size, unroll, threads, n_built_operators):
+    def __init__(
+        self,
+        model,
+        network,
+        settings,
+        graph,
+        signals,
+        names,
+        params,
+        *,
+        minibatch_size,
+        unroll,
+        threads,
+        n_built_operators,
+    ):
         self.model = model
         self.network = network
         self.settings = settings
@@ -128,19 +159,21 @@ class Program:
         """Why ``obj`` cannot be a key of ``data`` (it is not one of `inputs`)."""
         if isinstance(obj, Node):
             if self.network is not None and obj not in self.network.all_nodes:
-                return (f"{obj} belongs to another network; data keys must be input Nodes "
-                        "of this simulator's network")
-            return (f"{obj} is not an input Node (it has size_in={obj.size_in}); data "
-                    "can only be given for Nodes with size_in == 0 and an output")
-        return (f"data keys must be input Nodes of this network (got "
-                f"{type(obj).__name__} {obj})")
+                return (
+                    f"{obj} belongs to another network; data keys must be input Nodes "
+                    "of this simulator's network"
+                )
+            return (
+                f"{obj} is not an input Node (it has size_in={obj.size_in}); data "
+                "can only be given for Nodes with size_in == 0 and an output"
+            )
+        return f"data keys must be input Nodes of this network (got {type(obj).__name__} {obj})"
 
     # -- inference models -------------------------------------------------------------
 
     def session(self, block):
         """An onnxruntime session running ``block``."""
-        return ort_setup.inference_session(block.model.SerializeToString(),
-                                           threads=self.threads)
+        return ort_setup.inference_session(block.model.SerializeToString(), threads=self.threads)
 
     def step_operators(self):
         """The ONNX operators of one step, as a graph (unrolled programs only)."""
@@ -152,13 +185,22 @@ class Program:
 
         ``training`` emits the training forms of operators, in float32.
         """
-        probe_signals = (self.probe_signals if probes is None else
-                         [(self.probes[p], self.model.sig[p]["in"]) for p in probes])
+        probe_signals = (
+            self.probe_signals
+            if probes is None
+            else [(self.probes[p], self.model.sig[p]["in"]) for p in probes]
+        )
         steps = list(unrolled_order(unroll(self.step_operators(), n_steps)))
         return emit_block(
-            steps, self.signals, n_steps=n_steps, minibatch_size=self.minibatch_size,
-            dtype=np.float32 if training else (dtype or self.dtype), dt=self.dt,
-            probes=probe_signals, training=training, settings=self.settings,
+            steps,
+            self.signals,
+            n_steps=n_steps,
+            minibatch_size=self.minibatch_size,
+            dtype=np.float32 if training else (dtype or self.dtype),
+            dt=self.dt,
+            probes=probe_signals,
+            training=training,
+            settings=self.settings,
         )
 
     def _check_version(self):
@@ -196,9 +238,15 @@ class Program:
                 if not written:  # e.g. only SimProbe markers: nothing to compute
                     continue
                 block = emit_block(
-                    [(0, op) for op in item], self.signals, n_steps=1,
-                    minibatch_size=self.minibatch_size, dtype=self.dtype, dt=self.dt,
-                    state_in=touched, state_out=written, settings=self.settings,
+                    [(0, op) for op in item],
+                    self.signals,
+                    n_steps=1,
+                    minibatch_size=self.minibatch_size,
+                    dtype=self.dtype,
+                    dt=self.dt,
+                    state_in=touched,
+                    state_out=written,
+                    settings=self.settings,
                 )
                 compiled.append(("onnx", (block, self.session(block))))
             self._segment_blocks = compiled
@@ -222,5 +270,7 @@ class Program:
     # -- pickling ------------------------------------------------------------------------
 
     def __getstate__(self):
-        raise TypeError("a Program holds onnxruntime sessions and cannot be pickled; "
-                        "pickle the Simulator, which compiles again when loaded")
+        raise TypeError(
+            "a Program holds onnxruntime sessions and cannot be pickled; "
+            "pickle the Simulator, which compiles again when loaded"
+        )

@@ -79,5 +79,6 @@ class SignalPlan:
         return np.asarray(value).astype(self.dtype_of(base, float_dtype))
 
     def initializer(self, graph, base, float_dtype):
-        return graph.initializer(self.name(base), self.initial_value(base, float_dtype),
-                                 unique=False)
+        return graph.initializer(
+            self.name(base), self.initial_value(base, float_dtype), unique=False
+        )

@@ -117,8 +117,10 @@ def is_trainable(network, obj, paths=None):
     paths = _network_paths(network) if paths is None else paths
     if isinstance(obj, Neurons):
         path = paths.get(obj.ensemble, [network])
-        return _resolve(_candidates(path, obj.ensemble, nengo.Ensemble)
-                        + _candidates(path, obj, Neurons, instance_rank=0.5))
+        return _resolve(
+            _candidates(path, obj.ensemble, nengo.Ensemble)
+            + _candidates(path, obj, Neurons, instance_rank=0.5)
+        )
     path = paths.get(obj, [network])
     return _resolve(_candidates(path, obj, type(obj)))
 
@@ -138,8 +140,11 @@ def all_params(program):
     if network is None:
         return []
     members = set(network.all_ensembles + network.all_connections + network.all_nodes)
-    objs = [obj for obj in model.sig if isinstance(obj, (nengo.Ensemble, nengo.Connection,
-                                                          Neurons, OnnxNode))]
+    objs = [
+        obj
+        for obj in model.sig
+        if isinstance(obj, (nengo.Ensemble, nengo.Connection, Neurons, OnnxNode))
+    ]
     params = []
     for obj in objs:
         owner = obj.ensemble if isinstance(obj, Neurons) else obj
@@ -162,8 +167,11 @@ def learning_rule_targets(network):
         rules = conn.learning_rule
         if rules is None:
             continue
-        rules = list(rules.values()) if isinstance(rules, dict) else (
-            list(rules) if isinstance(rules, (list, tuple)) else [rules])
+        rules = (
+            list(rules.values())
+            if isinstance(rules, dict)
+            else (list(rules) if isinstance(rules, (list, tuple)) else [rules])
+        )
         for rule in rules:
             if rule.modifies in ("weights", "decoders"):
                 targets.add((conn, "weights"))

@@ -104,8 +104,11 @@ class ExportInfo:
         lines = [
             f"wrote {self.path} ({_size(self.file_size)})",
             f"  form: {self.form}, {self.steps} steps per call"
-            + (f" (scanning blocks of {self.block_steps})"
-               if self.block_steps != self.steps else "")
+            + (
+                f" (scanning blocks of {self.block_steps})"
+                if self.block_steps != self.steps
+                else ""
+            )
             + f", minibatch {self.minibatch_size}, dt {self.dt:g}, opset {self.opset}",
             f"  nengo operators: {built} built, {self.operators} after the passes; "
             f"{self.onnx_nodes} ONNX nodes",
@@ -115,14 +118,26 @@ class ExportInfo:
         rows = [(p["name"], p["call_shape"], p["dtype"], _port_note(p)) for p in self.inputs]
         if self.form == "streaming":
             n = sum(int(np.prod(s["shape"])) for s in self.states)
-            rows.append((f"{STATE_IN}* ({len(self.states)} states)", None, "",
-                         f"{n:,} values; zeros = initial state"))
+            rows.append(
+                (
+                    f"{STATE_IN}* ({len(self.states)} states)",
+                    None,
+                    "",
+                    f"{n:,} values; zeros = initial state",
+                )
+            )
         lines += _table(rows) or ["    (none)"]
         lines.append("  outputs:")
         rows = [(p["name"], p["call_shape"], p["dtype"], _port_note(p)) for p in self.outputs]
         if self.form == "streaming":
-            rows.append((f"{STATE_OUT}* ({len(self.states)} states)", None, "",
-                         "feed back as state.* next call"))
+            rows.append(
+                (
+                    f"{STATE_OUT}* ({len(self.states)} states)",
+                    None,
+                    "",
+                    "feed back as state.* next call",
+                )
+            )
         lines += _table(rows) or ["    (none)"]
         return "\n".join(lines)
 
@@ -160,8 +175,9 @@ def _table(rows):
 # -- public API -------------------------------------------------------------------------------
 
 
-def export(network, path, params=None, steps=None, fixed=None, minibatch_size=1, opset=None,
-           dt=0.001):
+def export(
+    network, path, params=None, steps=None, fixed=None, minibatch_size=1, opset=None, dt=0.001
+):
     """Write an ONNX inference model of ``network`` to ``path``.
 
     Parameters
@@ -187,8 +203,16 @@ def export(network, path, params=None, steps=None, fixed=None, minibatch_size=1,
     -------
     ExportInfo
     """
-    return export_network(network, path, params=params, steps=steps, fixed=fixed,
-                          minibatch_size=minibatch_size, opset=opset, dt=dt)
+    return export_network(
+        network,
+        path,
+        params=params,
+        steps=steps,
+        fixed=fixed,
+        minibatch_size=minibatch_size,
+        opset=opset,
+        dt=dt,
+    )
 
 
 def export_program(program, path, steps=None, fixed=None, opset=None, seed=None):
@@ -212,30 +236,51 @@ def export_program(program, path, steps=None, fixed=None, opset=None, seed=None)
     return info
 
 
-def export_network(network, path, params=None, steps=None, fixed=None, minibatch_size=1,
-                   opset=None, dt=0.001, inputs_path=None, input_steps=None):
+def export_network(
+    network,
+    path,
+    params=None,
+    steps=None,
+    fixed=None,
+    minibatch_size=1,
+    opset=None,
+    dt=0.001,
+    inputs_path=None,
+    input_steps=None,
+):
     """`export`, optionally also writing the network's own input values (``inputs_path``).
 
     ``inputs_path`` gets an ``.npz`` of ``input_steps`` steps (default: the fixed
     length, or 1000) of every fed input, as ``nengo-onnx run --inputs`` takes it.
     """
     if not isinstance(network, nengo.Network):
-        raise ValidationError(f"must be a nengo.Network (got {type(network).__name__})",
-                              attr="network")
+        raise ValidationError(
+            f"must be a nengo.Network (got {type(network).__name__})", attr="network"
+        )
     steps, fixed = check_form(steps, fixed)
     opset = check_opset(opset)
     path = _check_path(path)
     if inputs_path is not None:
         inputs_path = _check_path(inputs_path)
-    if isinstance(minibatch_size, bool) or not isinstance(minibatch_size, (int, np.integer)) \
-            or minibatch_size < 1:
-        raise ValidationError(f"must be a positive integer (got {minibatch_size!r})",
-                              attr="minibatch_size")
-    model = Model(dt=float(dt), label=f"{network}, dt={dt:f}",
-                  decoder_cache=get_default_decoder_cache())
+    if (
+        isinstance(minibatch_size, bool)
+        or not isinstance(minibatch_size, (int, np.integer))
+        or minibatch_size < 1
+    ):
+        raise ValidationError(
+            f"must be a positive integer (got {minibatch_size!r})", attr="minibatch_size"
+        )
+    model = Model(
+        dt=float(dt), label=f"{network}, dt={dt:f}", decoder_cache=get_default_decoder_cache()
+    )
     model.build(network)
-    program = compile_model(model, network, settings_of(network),
-                            minibatch_size=minibatch_size, unroll=steps or DEFAULT_STEPS)
+    program = compile_model(
+        model,
+        network,
+        settings_of(network),
+        minibatch_size=minibatch_size,
+        unroll=steps or DEFAULT_STEPS,
+    )
     if params is not None:
         load_params_file(program, params)
     seed = network.seed + 1 if network.seed is not None else None
@@ -251,7 +296,8 @@ def load_params_file(program, params):
     if not isinstance(params, (str, os.PathLike)):
         raise ValidationError(
             f"must be the path of a file written by save_params (got {type(params).__name__})",
-            attr="params")
+            attr="params",
+        )
     try:
         # the export starts from the initial state: a saved state is irrelevant
         params_io.load(program, params)
@@ -264,11 +310,16 @@ def load_params_file(program, params):
 def check_form(steps, fixed):
     """Validate ``steps`` / ``fixed`` (positive ints, not both); returns them as ints."""
     if steps is not None and fixed is not None:
-        raise ValidationError("give steps (a streaming model) or fixed (a fixed-length "
-                              "model), not both", attr="fixed")
+        raise ValidationError(
+            "give steps (a streaming model) or fixed (a fixed-length model), not both",
+            attr="fixed",
+        )
     for name, value in (("steps", steps), ("fixed", fixed)):
-        if value is not None and (isinstance(value, (bool, np.bool_))
-                                  or not isinstance(value, (int, np.integer)) or value < 1):
+        if value is not None and (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, (int, np.integer))
+            or value < 1
+        ):
             raise ValidationError(f"must be a positive integer (got {value!r})", attr=name)
     return (None if steps is None else int(steps)), (None if fixed is None else int(fixed))
 
@@ -276,11 +327,16 @@ def check_form(steps, fixed):
 def check_opset(opset):
     if opset is None:
         return MAX_OPSET
-    if (isinstance(opset, (bool, np.bool_)) or not isinstance(opset, (int, np.integer))
-            or not MIN_OPSET <= opset <= MAX_OPSET):
+    if (
+        isinstance(opset, (bool, np.bool_))
+        or not isinstance(opset, (int, np.integer))
+        or not MIN_OPSET <= opset <= MAX_OPSET
+    ):
         raise ValidationError(
             f"must be an integer from {MIN_OPSET} to {MAX_OPSET} (the opsets onnxruntime "
-            f"1.19 runs that nengo-onnx can write; got {opset!r})", attr="opset")
+            f"1.19 runs that nengo-onnx can write; got {opset!r})",
+            attr="opset",
+        )
     return int(opset)
 
 
@@ -321,7 +377,8 @@ def check_exportable(program):
         raise ExportError(
             f"cannot export: {len(problems)} object(s) need Python at run time, which an "
             f"ONNX file cannot call: {listed}. Give them an ONNX form (e.g. nengo neuron "
-            "types, synapses, transforms) or make them inputs (Nodes with size_in=0).")
+            "types, synapses, transforms) or make them inputs (Nodes with size_in=0)."
+        )
 
 
 def _host_reason(op):
@@ -359,7 +416,8 @@ def _describe_op(model, op, stable=False):
         for obj in objs:
             out = model.sig[obj].get("out")
             if out is not None and any(
-                    s.base is out.base and s.may_share_memory(out) for s in sigs):
+                s.base is out.base and s.may_share_memory(out) for s in sigs
+            ):
                 found.append(obj)
     if found:
         return [describe(obj, stable) for obj in found]
@@ -390,17 +448,28 @@ def build_model(program, steps=None, fixed=None, opset=MAX_OPSET):
         model = _fixed_scan(program, block, names, fixed)
     n_steps = fixed or K
     info = ExportInfo(
-        path="", form="fixed" if fixed else "streaming", steps=n_steps, block_steps=K,
-        minibatch_size=B, dt=float(program.dt), opset=opset,
-        inputs=names.input_specs(n_steps), outputs=names.output_specs(n_steps),
+        path="",
+        form="fixed" if fixed else "streaming",
+        steps=n_steps,
+        block_steps=K,
+        minibatch_size=B,
+        dt=float(program.dt),
+        opset=opset,
+        inputs=names.input_specs(n_steps),
+        outputs=names.output_specs(n_steps),
         states=names.state_specs() if fixed is None else [],
-        operators_built=program.n_built_operators, operators=program.graph.number_of_nodes(),
-        onnx_nodes=0, parameters=0, initializers=0,
+        operators_built=program.n_built_operators,
+        operators=program.graph.number_of_nodes(),
+        onnx_nodes=0,
+        parameters=0,
+        initializers=0,
     )
     info.metadata = _metadata(program, info)
     model.graph.name = _graph_name(program)
-    model.doc_string = (f"Nengo network {info.metadata['network']} exported by nengo-onnx "
-                        f"({info.form}, {n_steps} steps per call, dt={program.dt:g})")
+    model.doc_string = (
+        f"Nengo network {info.metadata['network']} exported by nengo-onnx "
+        f"({info.form}, {n_steps} steps per call, dt={program.dt:g})"
+    )
     del model.metadata_props[:]
     for key, value in info.metadata.items():
         entry = model.metadata_props.add()
@@ -410,8 +479,10 @@ def build_model(program, steps=None, fixed=None, opset=MAX_OPSET):
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-        raise ExportError(f"the exported model fails onnx.checker at opset {opset}: {first}"
-                          + (" (try a newer opset)" if opset < MAX_OPSET else "")) from err
+        raise ExportError(
+            f"the exported model fails onnx.checker at opset {opset}: {first}"
+            + (" (try a newer opset)" if opset < MAX_OPSET else "")
+        ) from err
     info.onnx_nodes = sum(1 for _ in all_nodes(model.graph))
     inits = list(_all_initializers(model.graph))
     info.initializers = len(inits)
@@ -432,12 +503,17 @@ class _Names:
         feeds = program.feeds
         node_keys = list(program.inputs.values())
         keys = list(block.step_inputs)
-        keys.sort(key=lambda k: (0, node_keys.index(k)) if k in node_keys
-                  else (1, 0) if k in feeds else (2, 0))
+        keys.sort(
+            key=lambda k: (
+                (0, node_keys.index(k)) if k in node_keys else (1, 0) if k in feeds else (2, 0)
+            )
+        )
         state_names = {base: program.names.signal(base) for base, _ in block.state_inputs}
         self.inputs = _unique({key: _export_name(key) for key in keys})
-        self.states = sorted(((base, in_name, state_names[base])
-                              for base, in_name in block.state_inputs), key=lambda s: s[2])
+        self.states = sorted(
+            ((base, in_name, state_names[base]) for base, in_name in block.state_inputs),
+            key=lambda s: s[2],
+        )
         self.state_out = {base: out for base, _, out in block.state}
         taken = set(self.inputs.values())
         taken.update(STATE_IN + n for n in state_names.values())
@@ -470,13 +546,21 @@ class _Names:
         specs = []
         for key, name in self.inputs.items():
             shape, dtype = self.block.step_inputs[key]
-            spec = {"name": name, "shape": list(shape), "dtype": np.dtype(dtype).name,
-                    "call_shape": [B, n_steps, *shape]}
+            spec = {
+                "name": name,
+                "shape": list(shape),
+                "dtype": np.dtype(dtype).name,
+                "call_shape": [B, n_steps, *shape],
+            }
             if key in feeds:
                 _, source, node = feeds[key]
                 if node is not None:
-                    spec.update(kind="node", label=node.label, object=describe(node, True),
-                                source=_node_source(node))
+                    spec.update(
+                        kind="node",
+                        label=node.label,
+                        object=describe(node, True),
+                        source=_node_source(node),
+                    )
                     if is_array_like(node.output):
                         spec["default"] = np.asarray(node.output, float).ravel().tolist()
                 else:
@@ -497,13 +581,20 @@ class _Names:
             probe = self.probe_by_key[out_name]
             elem = dtypes[out_name].type.tensor_type.elem_type
             period = None if probe.sample_every is None else probe.sample_every / program.dt
-            specs.append({
-                "name": self.outputs.get(out_name, out_name), "shape": list(shape),
-                "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name,
-                "call_shape": [B, n_steps, *shape], "kind": "probe", "label": probe.label,
-                "object": describe(probe, True), "target": describe(probe.target, True),
-                "attr": probe.attr, "sample_every": period,
-            })
+            specs.append(
+                {
+                    "name": self.outputs.get(out_name, out_name),
+                    "shape": list(shape),
+                    "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name,
+                    "call_shape": [B, n_steps, *shape],
+                    "kind": "probe",
+                    "label": probe.label,
+                    "object": describe(probe, True),
+                    "target": describe(probe.target, True),
+                    "attr": probe.attr,
+                    "sample_every": period,
+                }
+            )
         return specs
 
     def state_specs(self):
@@ -511,12 +602,17 @@ class _Names:
         specs = []
         for base, _, name in self.states:
             shape = ((self.program.minibatch_size,) if signals.batched(base) else ()) + base.shape
-            specs.append({
-                "name": STATE_IN + name, "output": STATE_OUT + name, "signal": name,
-                "shape": list(shape), "dtype": signals.dtype_of(base, dtype).name,
-                "batched": bool(signals.batched(base)),
-                "initial": "zero" if not np.any(self.initial(base)) else "stored",
-            })
+            specs.append(
+                {
+                    "name": STATE_IN + name,
+                    "output": STATE_OUT + name,
+                    "signal": name,
+                    "shape": list(shape),
+                    "dtype": signals.dtype_of(base, dtype).name,
+                    "batched": bool(signals.batched(base)),
+                    "initial": "zero" if not np.any(self.initial(base)) else "stored",
+                }
+            )
         return specs
 
     def initial(self, base, tiled=False):
@@ -553,9 +649,14 @@ def _unique(names):
 
 def _metadata(program, info):
     doc = {
-        "format": info.form, "dt": info.dt, "steps": info.steps, "K": info.block_steps,
-        "minibatch_size": info.minibatch_size, "dtype": np.dtype(program.dtype).name,
-        "opset": info.opset, "nengo_version": nengo.__version__,
+        "format": info.form,
+        "dt": info.dt,
+        "steps": info.steps,
+        "K": info.block_steps,
+        "minibatch_size": info.minibatch_size,
+        "dtype": np.dtype(program.dtype).name,
+        "opset": info.opset,
+        "nengo_version": nengo.__version__,
         "nengo_onnx_version": __version__,
         "network": _AT_ADDRESS.sub("", str(program.network)),
         "initial_state": "zeros" if info.form == "streaming" else "built in",
@@ -580,18 +681,23 @@ def _streaming(program, block, names):
     graph = model.graph
     rename_values(graph, names.mapping())
     step_base = program.model.step.base
-    nonzero = [(base, STATE_IN + name) for base, _, name in names.states
-               if np.any(names.initial(base))]
+    nonzero = [
+        (base, STATE_IN + name) for base, _, name in names.states if np.any(names.initial(base))
+    ]
     if nonzero:
         step_in = next((STATE_IN + n for b, _, n in names.states if b is step_base), None)
         if step_in is None:  # pragma: no cover  (every nengo model has a step counter)
             raise ExportError("cannot export: the model has no step counter state")
-        _start_from_initial(graph, step_in, [(name, names.initial(base))
-                                             for base, name in nonzero])
-    _order_ports(graph, [n for n in names.inputs.values()],
-                 [STATE_IN + n for _, _, n in names.states],
-                 list(names.outputs.values()),
-                 [STATE_OUT + n for b, _, n in names.states if b in names.state_out])
+        _start_from_initial(
+            graph, step_in, [(name, names.initial(base)) for base, name in nonzero]
+        )
+    _order_ports(
+        graph,
+        [n for n in names.inputs.values()],
+        [STATE_IN + n for _, _, n in names.states],
+        list(names.outputs.values()),
+        [STATE_OUT + n for b, _, n in names.states if b in names.state_out],
+    )
     return model
 
 
@@ -653,7 +759,8 @@ def _fixed_unrolled(program, block, names):
     for v in graph.input:
         if v.name in states:
             graph.initializer.append(
-                numpy_helper.from_array(names.initial(states[v.name], tiled=True), v.name))
+                numpy_helper.from_array(names.initial(states[v.name], tiled=True), v.name)
+            )
     _set_list(graph.input, keep)
     _set_list(graph.output, [v for v in graph.output if v.name in names.outputs.values()])
     prune(graph)
@@ -671,8 +778,10 @@ def _fixed_scan(program, block, names, n_steps):
     """An ONNX ``Scan`` of the ``K``-step block over ``N / K`` iterations."""
     K, B = block.n_steps, program.minibatch_size
     if not block.probes:
-        raise ExportError("cannot export a fixed-length model of a network without probes: "
-                          "it would have no outputs")
+        raise ExportError(
+            "cannot export a fixed-length model of a network without probes: "
+            "it would have no outputs"
+        )
     if any(base not in names.state_out for base, _, _ in names.states):
         raise ExportError("cannot export: a state input of the block has no output")
     body = onnx.GraphProto()
@@ -692,64 +801,90 @@ def _fixed_scan(program, block, names, n_steps):
     for key in inputs:
         shape, dtype = block.step_inputs[key]
         name = names.inputs[key]
-        outer_inputs.append(helper.make_tensor_value_info(
-            name, onnx_dtype(dtype), [B, n_steps, *shape]))
+        outer_inputs.append(
+            helper.make_tensor_value_info(name, onnx_dtype(dtype), [B, n_steps, *shape])
+        )
         # [B, N, *shape] -> [N / K, B, K, *shape]: the reference evaluator scans axis 0 only
         target = np.array([B, n_steps // K, K, *shape], dtype=np.int64)
         inits.append(numpy_helper.from_array(target, f"scan/{name}.shape"))
-        nodes.append(helper.make_node("Reshape", [name, f"scan/{name}.shape"],
-                                      [f"scan/{name}.blocks"]))
-        nodes.append(helper.make_node("Transpose", [f"scan/{name}.blocks"], [f"scan/{name}"],
-                                      perm=[1, 0, *range(2, len(shape) + 3)]))
+        nodes.append(
+            helper.make_node("Reshape", [name, f"scan/{name}.shape"], [f"scan/{name}.blocks"])
+        )
+        nodes.append(
+            helper.make_node(
+                "Transpose",
+                [f"scan/{name}.blocks"],
+                [f"scan/{name}"],
+                perm=[1, 0, *range(2, len(shape) + 3)],
+            )
+        )
         scan_in.append(f"scan/{name}")
         axes.append(0)
     initial = []
     for base, _, name in names.states:
-        inits.append(numpy_helper.from_array(names.initial(base, tiled=True),
-                                             f"initial/{name}"))
+        inits.append(numpy_helper.from_array(names.initial(base, tiled=True), f"initial/{name}"))
         initial.append(f"initial/{name}")
     final = [f"final/{name}" for _, _, name in names.states]
     # Unused padding: Scan needs a scanned input to know how many times to run, and
     # onnx.reference's Scan (1.17) takes the first num_scan_inputs body inputs as the
     # state, so it runs only with as many scanned inputs as states.
     for i in range(max(1, len(initial)) - len(scan_in)):
-        inits.append(numpy_helper.from_array(np.zeros(n_steps // K, np.float32),
-                                             f"scan/tick_{i}"))
-        body.input.append(helper.make_tensor_value_info(f"block/tick_{i}",
-                                                        onnx.TensorProto.FLOAT, []))
+        inits.append(numpy_helper.from_array(np.zeros(n_steps // K, np.float32), f"scan/tick_{i}"))
+        body.input.append(
+            helper.make_tensor_value_info(f"block/tick_{i}", onnx.TensorProto.FLOAT, [])
+        )
         body_in.append(f"block/tick_{i}")
         scan_in.append(f"scan/tick_{i}")
         axes.append(0)
     for i in range(len(scan_in) - len(initial)):
         inits.append(numpy_helper.from_array(np.zeros((), np.float32), f"initial/pad_{i}"))
-        body.input.append(helper.make_tensor_value_info(f"block/pad_{i}",
-                                                        onnx.TensorProto.FLOAT, []))
-        body.node.append(helper.make_node("Identity", [f"block/pad_{i}"],
-                                          [f"block/pad_{i}.out"]))
-        body.output.append(helper.make_tensor_value_info(f"block/pad_{i}.out",
-                                                         onnx.TensorProto.FLOAT, []))
+        body.input.append(
+            helper.make_tensor_value_info(f"block/pad_{i}", onnx.TensorProto.FLOAT, [])
+        )
+        body.node.append(helper.make_node("Identity", [f"block/pad_{i}"], [f"block/pad_{i}.out"]))
+        body.output.append(
+            helper.make_tensor_value_info(f"block/pad_{i}.out", onnx.TensorProto.FLOAT, [])
+        )
         body_in.insert(len(initial), f"block/pad_{i}")
         body_out.insert(len(initial), f"block/pad_{i}.out")
         initial.append(f"initial/pad_{i}")
         final.append(f"final/pad_{i}")
     _order_ports(body, body_in, [], body_out, [])
     scanned = [f"scan_out/{names.outputs[out_name]}" for out_name, _ in block.probes]
-    nodes.append(helper.make_node(
-        "Scan", initial + scan_in, final + scanned, name="scan", body=body,
-        num_scan_inputs=len(scan_in), scan_input_axes=axes,
-        scan_output_axes=[0] * len(scanned)))
+    nodes.append(
+        helper.make_node(
+            "Scan",
+            initial + scan_in,
+            final + scanned,
+            name="scan",
+            body=body,
+            num_scan_inputs=len(scan_in),
+            scan_input_axes=axes,
+            scan_output_axes=[0] * len(scanned),
+        )
+    )
     outputs = []
     for (out_name, shape), src in zip(block.probes, scanned):
         name = names.outputs[out_name]
-        inits.append(numpy_helper.from_array(np.array([B, n_steps, *shape], np.int64),
-                                             f"scan/{name}.out_shape"))
-        nodes.append(helper.make_node("Transpose", [src], [f"{src}.blocks"],
-                                      perm=[1, 0, *range(2, len(shape) + 3)]))
-        nodes.append(helper.make_node("Reshape", [f"{src}.blocks", f"scan/{name}.out_shape"],
-                                      [name]))
+        inits.append(
+            numpy_helper.from_array(
+                np.array([B, n_steps, *shape], np.int64), f"scan/{name}.out_shape"
+            )
+        )
+        nodes.append(
+            helper.make_node(
+                "Transpose", [src], [f"{src}.blocks"], perm=[1, 0, *range(2, len(shape) + 3)]
+            )
+        )
+        nodes.append(
+            helper.make_node("Reshape", [f"{src}.blocks", f"scan/{name}.out_shape"], [name])
+        )
         elem = next(o for o in block.model.graph.output if o.name == out_name)
-        outputs.append(helper.make_tensor_value_info(
-            name, elem.type.tensor_type.elem_type, [B, n_steps, *shape]))
+        outputs.append(
+            helper.make_tensor_value_info(
+                name, elem.type.tensor_type.elem_type, [B, n_steps, *shape]
+            )
+        )
     graph = helper.make_graph(nodes, "nengo_network", outer_inputs, outputs, initializer=inits)
     model = _copy(block.model)
     model.graph.CopyFrom(graph)
@@ -890,15 +1025,22 @@ def _downgrade(graph, opset, shapes, outer_inits):
     for node in graph.node:
         if node.op_type == "Split" and opset < 18:
             _split_sizes(graph, node, shapes)
-        elif (node.op_type.startswith("Reduce") and node.op_type != "ReduceSum"
-              and opset < 18 and len(node.input) > 1 and node.input[1]):
+        elif (
+            node.op_type.startswith("Reduce")
+            and node.op_type != "ReduceSum"
+            and opset < 18
+            and len(node.input) > 1
+            and node.input[1]
+        ):
             axes = inits.get(node.input[1])
             if axes is None:
-                raise ExportError(f"cannot write {node.op_type} with computed axes below "
-                                  "opset 18")
+                raise ExportError(f"cannot write {node.op_type} with computed axes below opset 18")
             del node.input[1:]
-            node.attribute.append(helper.make_attribute(
-                "axes", numpy_helper.to_array(axes).astype(int).ravel().tolist()))
+            node.attribute.append(
+                helper.make_attribute(
+                    "axes", numpy_helper.to_array(axes).astype(int).ravel().tolist()
+                )
+            )
         for sub in subgraphs(node):
             _downgrade(sub, opset, shapes, inits)
 

@@ -45,8 +45,9 @@ def _session_options(threads=None):
 def read_metadata(meta_map):
     """Parse nengo-onnx's ``metadata_props`` (``{key: str}``) into Python values."""
     if meta_map.get("producer") != "nengo-onnx" or "format" not in meta_map:
-        raise RunnerError("not a model written by nengo-onnx compile (it has no nengo-onnx "
-                          "metadata)")
+        raise RunnerError(
+            "not a model written by nengo-onnx compile (it has no nengo-onnx metadata)"
+        )
     meta = {}
     for key, value in meta_map.items():
         try:
@@ -72,11 +73,11 @@ class ExportedModel:
         if not os.path.isfile(path):
             raise RunnerError(f"no such file: {path}")
         try:
-            self.session = ort.InferenceSession(path, _session_options(threads),
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                path, _session_options(threads), providers=["CPUExecutionProvider"]
+            )
         except Exception as err:
-            raise RunnerError(f"onnxruntime cannot load {path}: "
-                              f"{_first_line(err)}") from err
+            raise RunnerError(f"onnxruntime cannot load {path}: {_first_line(err)}") from err
         self.meta = read_metadata(self.session.get_modelmeta().custom_metadata_map)
         self.form = self.meta["format"]
         self.steps = int(self.meta["steps"])
@@ -106,10 +107,15 @@ class ExportedModel:
         inputs = dict(inputs or {})
         unknown = sorted(set(inputs) - {p["name"] for p in self.inputs})
         if unknown:
-            raise RunnerError(f"the model has no input(s) {unknown}; its inputs are "
-                              f"{[p['name'] for p in self.inputs]}")
-        arrays = {p["name"]: self._check_input(p, inputs[p["name"]])
-                  for p in self.inputs if p["name"] in inputs}
+            raise RunnerError(
+                f"the model has no input(s) {unknown}; its inputs are "
+                f"{[p['name'] for p in self.inputs]}"
+            )
+        arrays = {
+            p["name"]: self._check_input(p, inputs[p["name"]])
+            for p in self.inputs
+            if p["name"] in inputs
+        }
         n_steps = self._n_steps(n_steps, arrays)
         self.last_n_steps = n_steps
         K = self.steps
@@ -121,39 +127,42 @@ class ExportedModel:
             if value is None:
                 value = self._default(port, total, rng, warn)
             elif value.shape[1] < total:  # pad the last block
-                pad = np.zeros((self.batch, total - value.shape[1], *value.shape[2:]),
-                               value.dtype)
+                pad = np.zeros((self.batch, total - value.shape[1], *value.shape[2:]), value.dtype)
                 value = np.concatenate([value, pad], axis=1)
-            feeds[port["name"]] = np.ascontiguousarray(value[:, :total],
-                                                       dtype=np.dtype(port["dtype"]))
+            feeds[port["name"]] = np.ascontiguousarray(
+                value[:, :total], dtype=np.dtype(port["dtype"])
+            )
         if self.form == "fixed":
             results = self._call(feeds)
             if progress is not None:
                 progress(n_steps, n_steps)
         else:
             results = self._stream(feeds, total, n_steps, progress)
-        return {p["name"]: _sample(results[p["name"]][:, :n_steps], p.get("sample_every"))
-                for p in self.outputs}
+        return {
+            p["name"]: _sample(results[p["name"]][:, :n_steps], p.get("sample_every"))
+            for p in self.outputs
+        }
 
     def _check_input(self, port, value):
         value = np.asarray(value)
         shape = tuple(port["shape"])
         if value.dtype.kind not in "fiub":
-            raise RunnerError(f"input {port['name']!r} has dtype {value.dtype}; expected "
-                              "numbers")
+            raise RunnerError(f"input {port['name']!r} has dtype {value.dtype}; expected numbers")
         if value.ndim == len(shape) + 1:
             value = value[None]
         if value.ndim != len(shape) + 2 or tuple(value.shape[2:]) != shape:
             raise RunnerError(
                 f"input {port['name']!r} has shape {value.shape}; expected (batch, n_steps, "
-                f"{', '.join(map(str, shape))})".replace(", )", ")"))
+                f"{', '.join(map(str, shape))})".replace(", )", ")")
+            )
         if value.shape[0] == 1 and self.batch > 1:
             value = np.repeat(value, self.batch, axis=0)
         if value.shape[0] != self.batch:
             raise RunnerError(
                 f"input {port['name']!r} has batch {value.shape[0]}, but the model was "
                 f"compiled for minibatch {self.batch} (compile with --minibatch "
-                f"{value.shape[0]})")
+                f"{value.shape[0]})"
+            )
         return value
 
     def _n_steps(self, n_steps, arrays):
@@ -171,9 +180,11 @@ class ExportedModel:
             raise RunnerError(f"steps must be a positive integer (got {n_steps!r})")
         n_steps = int(n_steps)
         if self.form == "fixed" and n_steps != self.steps:
-            raise RunnerError(f"this fixed-length model runs exactly {self.steps} steps "
-                              f"(asked for {n_steps}); compile it with --fixed {n_steps} "
-                              "or as a streaming model")
+            raise RunnerError(
+                f"this fixed-length model runs exactly {self.steps} steps "
+                f"(asked for {n_steps}); compile it with --fixed {n_steps} "
+                "or as a streaming model"
+            )
         short = {name: n for name, n in lengths.items() if n < n_steps}
         if short:
             raise RunnerError(f"inputs shorter than {n_steps} steps: {short}")
@@ -187,8 +198,10 @@ class ExportedModel:
         if port.get("kind") == "random":
             return rng.random(shape)
         if warn is not None:
-            warn(f"no values for input {port['name']!r} ({port.get('object') or 'input'}): "
-                 "feeding zeros")
+            warn(
+                f"no values for input {port['name']!r} ({port.get('object') or 'input'}): "
+                "feeding zeros"
+            )
         return np.zeros(shape)
 
     def _call(self, feeds):
@@ -200,15 +213,14 @@ class ExportedModel:
 
     def initial_state(self):
         """The state inputs of the first block: zeros (the model's initial state)."""
-        return {s["name"]: np.zeros(s["shape"], dtype=np.dtype(s["dtype"]))
-                for s in self.states}
+        return {s["name"]: np.zeros(s["shape"], dtype=np.dtype(s["dtype"])) for s in self.states}
 
     def _stream(self, feeds, total, n_steps, progress):
         K = self.steps
         state = self.initial_state()
         parts = {p["name"]: [] for p in self.outputs}
         for start in range(0, total, K):
-            block = {name: value[:, start:start + K] for name, value in feeds.items()}
+            block = {name: value[:, start : start + K] for name, value in feeds.items()}
             block.update(state)
             results = self._call(block)
             state = {s["name"]: results[s["output"]] for s in self.states}
@@ -216,8 +228,10 @@ class ExportedModel:
                 values.append(results[name])
             if progress is not None:
                 progress(min(start + K, n_steps), n_steps)
-        return {name: (np.concatenate(values, axis=1) if values else None)
-                for name, values in parts.items()}
+        return {
+            name: (np.concatenate(values, axis=1) if values else None)
+            for name, values in parts.items()
+        }
 
 
 def _sample(values, period):
@@ -274,13 +288,23 @@ def save_outputs(path, outputs):
 def add_arguments(parser):
     """The ``run`` command's arguments."""
     parser.add_argument("model", metavar="MODEL.onnx", help="a model written by compile")
-    parser.add_argument("--inputs", metavar="DATA.npz",
-                        help="one array per model input, keyed by the input's name, shaped "
-                             "(batch, n_steps, d)")
-    parser.add_argument("--steps", type=int, metavar="N",
-                        help="steps to run (default: the inputs' length, or the fixed length)")
-    parser.add_argument("-o", "--output", metavar="PROBES.npz",
-                        help="write one array per model output, keyed by its name")
+    parser.add_argument(
+        "--inputs",
+        metavar="DATA.npz",
+        help="one array per model input, keyed by the input's name, shaped (batch, n_steps, d)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="steps to run (default: the inputs' length, or the fixed length)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="PROBES.npz",
+        help="write one array per model output, keyed by its name",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for rand.* inputs")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
@@ -321,17 +345,23 @@ def run_command(args, out=None, err=None):
         err.write(f"nengo-onnx run: warning: {message}\n")
 
     start = time.time()
-    outputs = model.run(inputs, n_steps=args.steps, seed=args.seed,
-                        progress=_Progress(err, args.quiet), warn=warn)
+    outputs = model.run(
+        inputs, n_steps=args.steps, seed=args.seed, progress=_Progress(err, args.quiet), warn=warn
+    )
     elapsed = time.time() - start
     if args.output:
         save_outputs(args.output, outputs)
     if not args.quiet:
-        out.write(f"ran {model.last_n_steps} steps ({model.form} model, {model.steps} steps "
-                  f"per call) in {elapsed:.2f} s\n")
+        out.write(
+            f"ran {model.last_n_steps} steps ({model.form} model, {model.steps} steps "
+            f"per call) in {elapsed:.2f} s\n"
+        )
         for name, value in outputs.items():
-            stats = (f"mean {value.mean():.4g}, min {value.min():.4g}, max {value.max():.4g}"
-                     if value.size else "empty")
+            stats = (
+                f"mean {value.mean():.4g}, min {value.min():.4g}, max {value.max():.4g}"
+                if value.size
+                else "empty"
+            )
             out.write(f"  {name}: {list(value.shape)} {stats}\n")
         if args.output:
             out.write(f"wrote {args.output}\n")

@@ -50,8 +50,9 @@ class InputFeeder:
         keys = [k for k in self.program.feeds if k not in skip]
         self._precomputed = self.time_values.all_values(keys, 0, n_steps)
 
-    def __call__(self, step_inputs, start, n_steps, data=None, rows=slice(None),
-                 data_start=0, batch=None):
+    def __call__(
+        self, step_inputs, start, n_steps, data=None, rows=slice(None), data_start=0, batch=None
+    ):
         """``{port: [B, n_steps, *shape]}`` for steps ``start + 1 ... start + n_steps``.
 
         ``data`` (``{port: [n, total_steps, *shape]}``) overrides input Nodes; its
@@ -60,17 +61,20 @@ class InputFeeder:
         data = data or {}
         batch = self.program.minibatch_size if batch is None else batch
         computed = {}
-        missing = [k for k in step_inputs if k in self.program.feeds and k not in data
-                   and k not in self._precomputed]
+        missing = [
+            k
+            for k in step_inputs
+            if k in self.program.feeds and k not in data and k not in self._precomputed
+        ]
         if missing:
             computed = self.time_values.all_values(missing, start, n_steps)
         feeds = {}
         for key, (shape, dtype) in step_inputs.items():
             if key in data:
                 offset = start - data_start
-                value = data[key][rows, offset:offset + n_steps]
+                value = data[key][rows, offset : offset + n_steps]
             elif key in self._precomputed:
-                value = self._precomputed[key][start:start + n_steps]
+                value = self._precomputed[key][start : start + n_steps]
                 value = np.broadcast_to(value[None], (batch, n_steps, *shape))
             elif key in computed:
                 value = np.broadcast_to(computed[key][None], (batch, n_steps, *shape))

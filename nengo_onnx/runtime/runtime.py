@@ -64,18 +64,22 @@ class Runtime:
         """``{signal name: array}`` of the current state (time and step excluded)."""
         skip = {self.program.model.step.base, self.program.model.time.base}
         names = self.program.names
-        return {names.signal(base): np.array(value) for base, value in self.store.items()
-                if base not in skip}
+        return {
+            names.signal(base): np.array(value)
+            for base, value in self.store.items()
+            if base not in skip
+        }
 
     def load_state(self, arrays):
         """Set the state from `state_arrays`' output; returns False (and changes
         nothing) if its names or shapes do not fit this program."""
         skip = {self.program.model.step.base, self.program.model.time.base}
-        by_name = {self.program.names.signal(base): base for base in self.store
-                   if base not in skip}
+        by_name = {
+            self.program.names.signal(base): base for base in self.store if base not in skip
+        }
         if sorted(by_name) != sorted(arrays) or any(
-                np.shape(arrays[name]) != self.store[base].shape
-                for name, base in by_name.items()):
+            np.shape(arrays[name]) != self.store[base].shape for name, base in by_name.items()
+        ):
             return False
         for name, base in by_name.items():
             self.store[base] = np.array(arrays[name], dtype=self.store[base].dtype)
@@ -111,8 +115,11 @@ class Runtime:
             if progress is not None:
                 progress(n)
         return {
-            key: (np.concatenate(parts, axis=1) if parts else
-                  np.zeros((self.B, 0, *sig.shape), dtype=self.dtype))
+            key: (
+                np.concatenate(parts, axis=1)
+                if parts
+                else np.zeros((self.B, 0, *sig.shape), dtype=self.dtype)
+            )
             for (key, sig), parts in zip(self.program.probe_signals, outputs.values())
         }
 
@@ -127,7 +134,7 @@ class Runtime:
         for (base, _, _), value in zip(block.state, results):
             self.store[base] = value
         self.n_steps += n
-        return {key: value for (key, _), value in zip(block.probes, results[len(block.state):])}
+        return {key: value for (key, _), value in zip(block.probes, results[len(block.state) :])}
 
     def _run_segments(self, data, data_start):
         # as in nengo.Simulator, a step that fails leaves the state as far as it got,
@@ -138,13 +145,14 @@ class Runtime:
                 self._hosts[item](store, self.n_steps + 1)
                 continue
             block, session = item
-            feeds = self.feeder(block.step_inputs, self.n_steps, 1, data,
-                                data_start=data_start)
+            feeds = self.feeder(block.step_inputs, self.n_steps, 1, data, data_start=data_start)
             for base, in_name in block.state_inputs:
                 feeds[in_name] = store[base]
             names = [out for _, _, out in block.state]
             for (base, _, _), value in zip(block.state, session.run(names, feeds)):
                 store[base][...] = value
         self.n_steps += 1
-        return {key: read_signal(store, self.program.signals, sig, self.B)[:, None]
-                for key, sig in self.program.probe_signals}
+        return {
+            key: read_signal(store, self.program.signals, sig, self.B)[:, None]
+            for key, sig in self.program.probe_signals
+        }

@@ -22,9 +22,13 @@ class SignalValues(Mapping):
             raise KeyError(sig)
         program = self.runtime.program
         dtype = program.signals.dtype_of(sig, program.dtype)
-        value = read_signal(getattr(self.runtime, "store", {}), program.signals, sig,
-                            self.runtime.B,
-                            initial=lambda base: program.signals.initial_value(base, dtype))
+        value = read_signal(
+            getattr(self.runtime, "store", {}),
+            program.signals,
+            sig,
+            self.runtime.B,
+            initial=lambda base: program.signals.initial_value(base, dtype),
+        )
         return value[0] if self.squeeze_batch else value
 
     def __iter__(self):

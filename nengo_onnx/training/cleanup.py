@@ -37,9 +37,14 @@ def simplify(model, param_names=()):
     outputs = {out.name for out in graph.output}
     rename, segments = {}, {}
     params = set(param_names)
-    zeros = {name for name, init in inits.items()
-             if name not in params and np.prod(init.dims) <= 1 << 16 and init.data_type in (1, 11)
-             and not np.any(numpy_helper.to_array(init))}
+    zeros = {
+        name
+        for name, init in inits.items()
+        if name not in params
+        and np.prod(init.dims) <= 1 << 16
+        and init.data_type in (1, 11)
+        and not np.any(numpy_helper.to_array(init))
+    }
 
     def const(name):
         init = inits.get(name)

@@ -37,7 +37,6 @@ LOSS_SCALE = "loss.scale"
 MAX_CACHED = 8
 
 
-
 def _names_in(model):
     graph = model.graph
     names = {v.name for v in list(graph.input) + list(graph.output)}
@@ -58,8 +57,10 @@ def _chain_add(g, values):
 def _emit_term(g, term, index, outputs, targets, shapes):
     """Loss nodes of one objective; returns the scalar value's name."""
     if term.fn is None:  # targets are dL/dy: sum(y * g) has exactly that gradient
-        parts = [g.node("ReduceSum", [g.node("Mul", [y, t])], keepdims=0)
-                 for y, t in zip(outputs, targets)]
+        parts = [
+            g.node("ReduceSum", [g.node("Mul", [y, t])], keepdims=0)
+            for y, t in zip(outputs, targets)
+        ]
         return _chain_add(g, parts)
     direct = getattr(term.fn, "onnx_form", None)
     if direct is not None and not term.tuple_key:
@@ -130,10 +131,10 @@ def add_loss(model, block, terms, names, batch, param_names=()):
     report = _chain_add(g, report_parts) if report_parts else g.const(np.float32(0.0))
     train_name = g.unique("train_loss")
     report_name = g.unique("loss")
-    g.nodes.append(helper.make_node("Identity", [train_loss], [train_name],
-                                    name=g.unique("n_train_loss")))
-    g.nodes.append(helper.make_node("Identity", [report], [report_name],
-                                    name=g.unique("n_loss")))
+    g.nodes.append(
+        helper.make_node("Identity", [train_loss], [train_name], name=g.unique("n_train_loss"))
+    )
+    g.nodes.append(helper.make_node("Identity", [report], [report_name], name=g.unique("n_loss")))
 
     graph.node.extend(g.nodes)
     graph.initializer.extend(g.initializers.values())
@@ -143,10 +144,13 @@ def add_loss(model, block, terms, names, batch, param_names=()):
         model.opset_import.append(helper.make_opsetid(domain, version))
     states = [o for o in graph.output if o.name.startswith("state_out.")]
     del graph.output[:]
-    graph.output.extend([
-        helper.make_tensor_value_info(train_name, TensorProto.FLOAT, []),
-        helper.make_tensor_value_info(report_name, TensorProto.FLOAT, []),
-    ] + states)
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info(train_name, TensorProto.FLOAT, []),
+            helper.make_tensor_value_info(report_name, TensorProto.FLOAT, []),
+        ]
+        + states
+    )
     return target_inputs
 
 
@@ -199,8 +203,9 @@ def _objective_key(terms):
     return tuple((term.probes, term.fn, term.tuple_key) for term in terms)
 
 
-def compile_window(program, n_steps, terms, param_names, session_options=None, cache=True,
-                   keep_state=True):
+def compile_window(
+    program, n_steps, terms, param_names, session_options=None, cache=True, keep_state=True
+):
     """The `Compiled` graph of ``n_steps`` for ``terms`` (cached in ``program``).
 
     ``keep_state=False`` leaves out the final-state outputs (a single window needs
@@ -210,9 +215,13 @@ def compile_window(program, n_steps, terms, param_names, session_options=None, c
     # values of the parameters not trained here are constants in the graph
     names = set(param_names)
     store = program.params
-    baked = tuple(sorted((program.names.signal(base), id(store.value(base)))
-                         for base in store.changed_bases()
-                         if program.names.signal(base) not in names))
+    baked = tuple(
+        sorted(
+            (program.names.signal(base), id(store.value(base)))
+            for base in store.changed_bases()
+            if program.names.signal(base) not in names
+        )
+    )
     key = (n_steps, _objective_key(terms), tuple(param_names), baked, keep_state)
     if cache and key in cached:
         return cached[key]
@@ -222,31 +231,34 @@ def compile_window(program, n_steps, terms, param_names, session_options=None, c
     block = program.emit(n_steps, probes, training=True)
     model = block.model
     _add_missing_params(program, model, param_names)
-    targets = add_loss(model, block, terms, program.names, program.minibatch_size,
-                       param_names)
+    targets = add_loss(model, block, terms, program.names, program.minibatch_size, param_names)
     if not keep_state:
         del model.graph.output[2:]
     simplify(model, param_names)
     atoms = _atoms(program, param_names)
     reached = gradient_reach(model, atoms)
     unreached = {param for param in atoms if param not in reached}
-    _reach_params(model, param_names, [name for name in param_names if not any(
-        atoms[param][0] == name for param in reached)])
+    _reach_params(
+        model,
+        param_names,
+        [name for name in param_names if not any(atoms[param][0] == name for param in reached)],
+    )
     prepare_for_gradients(model, param_names)
     check_differentiable(model, param_names, terms)
     input_names = [i.name for i in model.graph.input]
     scale_name = LOSS_SCALE
-    compiled = Compiled(n_steps, block.state, block.step_inputs, targets, scale_name,
-                        input_names)
+    compiled = Compiled(n_steps, block.state, block.step_inputs, targets, scale_name, input_names)
     if not param_names:
-        compiled.session = ort_setup.inference_session(model.SerializeToString(),
-                                                  threads=program.threads)
+        compiled.session = ort_setup.inference_session(
+            model.SerializeToString(), threads=program.threads
+        )
     else:
         forced = set()
         while True:
             try:
                 compiled.module, compiled.checkpoint = _build_module(
-                    program, model, tuple(param_names), session_options, terms)
+                    program, model, tuple(param_names), session_options, terms
+                )
                 break
             except _Unreachable as err:  # a path that `gradient_reach` saw, onnxruntime not
                 if err.name not in param_names or err.name in forced:
@@ -302,8 +314,13 @@ def _build_module(program, model, names, session_options, terms):
     try:
         try:
             ort_training.artifacts.generate_artifacts(
-                model, requires_grad=list(names), frozen_params=[], loss=None,
-                optimizer=None, artifact_directory=tmp)
+                model,
+                requires_grad=list(names),
+                frozen_params=[],
+                loss=None,
+                optimizer=None,
+                artifact_directory=tmp,
+            )
         except Exception as err:  # noqa: BLE001
             objectives = ", ".join(t.name for t in terms)
             match = re.search(r"partial derivative for '(.+?)' as it's unreachable", str(err))
@@ -311,20 +328,23 @@ def _build_module(program, model, names, session_options, terms):
                 raise _Unreachable(str(err), match.group(1)) from err
             raise SimulationError(
                 f"onnxruntime-training could not build the gradient graph of the "
-                f"objectives ({objectives}): {err}") from err
+                f"objectives ({objectives}): {err}"
+            ) from err
         # every Module gets its own CheckpointState: a Module built on a shared state
         # re-allocates the gradient buffers, and the Modules built before it then
         # accumulate into buffers that ``state.parameters[...].grad`` no longer shows
-        state = ort_training.api.CheckpointState.load_checkpoint(
-            os.path.join(tmp, "checkpoint"))
+        state = ort_training.api.CheckpointState.load_checkpoint(os.path.join(tmp, "checkpoint"))
         so = training_session_options(
-            session_options or ort_setup.session_options(threads=program.threads))
+            session_options or ort_setup.session_options(threads=program.threads)
+        )
         try:
-            module = ort_training.api.Module(os.path.join(tmp, "training_model.onnx"), state,
-                                             session_options=so)
+            module = ort_training.api.Module(
+                os.path.join(tmp, "training_model.onnx"), state, session_options=so
+            )
         except RuntimeError as err:  # e.g. a gradient op without a CPU kernel
             raise SimulationError(
-                f"onnxruntime-training could not run the training graph: {err}") from err
+                f"onnxruntime-training could not run the training graph: {err}"
+            ) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return module, state

@@ -38,9 +38,28 @@ from nengo_onnx import ort_setup
 #: ONNX ops without a gradient builder in onnxruntime-training 1.19.2 (none is registered
 #: in its binary); ``If``/``Loop``/``Scan`` on the gradient path can even abort the process.
 NO_GRADIENT = {
-    "Sum", "Mean", "Einsum", "CumSum", "Floor", "Ceil", "Round", "Sign", "Mod", "Softplus",
-    "Elu", "Selu", "Softsign", "HardSigmoid", "ReduceMax", "ReduceMin", "ReduceProd",
-    "ArgMax", "ArgMin", "Scan", "Loop", "If",
+    "Sum",
+    "Mean",
+    "Einsum",
+    "CumSum",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Mod",
+    "Softplus",
+    "Elu",
+    "Selu",
+    "Softsign",
+    "HardSigmoid",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ArgMax",
+    "ArgMin",
+    "Scan",
+    "Loop",
+    "If",
 }
 
 
@@ -69,18 +88,24 @@ def check_differentiable(model, param_names, terms):
             dependent.update(node.output)
     needed = reachable_nodes(model, graph.output[0].name)
     for i, node in enumerate(graph.node):
-        if (node.domain in ("", "ai.onnx") and node.op_type in NO_GRADIENT
-                and node.op_type not in registered and i in needed
-                and any(name in dependent for name in _all_inputs(node))):
+        if (
+            node.domain in ("", "ai.onnx")
+            and node.op_type in NO_GRADIENT
+            and node.op_type not in registered
+            and i in needed
+            and any(name in dependent for name in _all_inputs(node))
+        ):
             match = re.match(r"objective(\d+)\.", node.name or node.output[0])
             if match:
                 raise ValidationError(
                     f"objective {terms[int(match.group(1))].name} uses {node.op_type}, which "
                     "has no gradient in onnxruntime-training, so it cannot be trained with",
-                    attr="objective")
+                    attr="objective",
+                )
             raise SimulationError(
                 f"the training graph needs the gradient of {node.op_type} (from "
-                f"{node.doc_string or node.name}), which onnxruntime-training does not have")
+                f"{node.doc_string or node.name}), which onnxruntime-training does not have"
+            )
 
 
 def _all_inputs(node):
@@ -165,8 +190,7 @@ def prepare_for_gradients(model, param_names):
         if node.op_type == "Transpose" and not any(a.name == "perm" for a in node.attribute):
             shape = shapes.get(node.input[0])
             if shape is not None:
-                node.attribute.append(
-                    helper.make_attribute("perm", list(range(len(shape)))[::-1]))
+                node.attribute.append(helper.make_attribute("perm", list(range(len(shape)))[::-1]))
     _expand_where_inputs(model, shapes, param_names)
     _unfuse_slices(model, shapes)
     _split_constant_concats(model, shapes, floats, param_names)
@@ -177,8 +201,9 @@ def prepare_for_gradients(model, param_names):
             if name and name in seen:
                 counter += 1
                 copy = f"{name}.copy{counter}"
-                nodes.append(helper.make_node("Identity", [name], [copy],
-                                              name=f"n_{name}.copy{counter}"))
+                nodes.append(
+                    helper.make_node("Identity", [name], [copy], name=f"n_{name}.copy{counter}")
+                )
                 node.input[i] = copy
             seen.add(name)
         nodes.append(node)
@@ -198,12 +223,21 @@ def _expand_where_inputs(model, shapes, param_names):
             out_shape = shapes.get(node.output[0])
             for i in (1, 2):
                 name = node.input[i]
-                if (name in dependent and out_shape is not None and None not in out_shape
-                        and shapes.get(name) != out_shape):
+                if (
+                    name in dependent
+                    and out_shape is not None
+                    and None not in out_shape
+                    and shapes.get(name) != out_shape
+                ):
                     expanded = f"{node.output[0]}.expand{i}"
-                    nodes.append(helper.make_node(
-                        "Expand", [name, _shape_const(graph, out_shape)], [expanded],
-                        name=f"n_{expanded}"))
+                    nodes.append(
+                        helper.make_node(
+                            "Expand",
+                            [name, _shape_const(graph, out_shape)],
+                            [expanded],
+                            name=f"n_{expanded}",
+                        )
+                    )
                     node.input[i] = expanded
         nodes.append(node)
     del graph.node[:]
@@ -212,8 +246,11 @@ def _expand_where_inputs(model, shapes, param_names):
 
 def _float_values(graph):
     """Names of the float32 values of a (shape-inferred) graph."""
-    names = {v.name for v in list(graph.input) + list(graph.value_info) + list(graph.output)
-             if v.type.tensor_type.elem_type == 1}
+    names = {
+        v.name
+        for v in list(graph.input) + list(graph.value_info) + list(graph.output)
+        if v.type.tensor_type.elem_type == 1
+    }
     names.update(init.name for init in graph.initializer if init.data_type == 1)
     return names
 
@@ -224,8 +261,9 @@ def value_shapes(graph):
     for value in list(graph.input) + list(graph.value_info) + list(graph.output):
         tensor = value.type.tensor_type
         if tensor.HasField("shape"):
-            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
-                                  for d in tensor.shape.dim]
+            shapes[value.name] = [
+                d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim
+            ]
     for init in graph.initializer:
         shapes[init.name] = list(init.dims)
     return shapes
@@ -248,8 +286,9 @@ def _slice_indices(node, shape, const):
         axis = int(axes[0]) % rank
         if shape[axis] is None:
             return None
-        return axis, list(range(*slice(int(starts[0]), int(ends[0]),
-                                       int(steps[0])).indices(shape[axis])))
+        return axis, list(
+            range(*slice(int(starts[0]), int(ends[0]), int(steps[0])).indices(shape[axis]))
+        )
     index = const(node.input[1])
     if index is None or index.size != 1:
         return None
@@ -296,8 +335,9 @@ def _unfuse_slices(model, shapes):
         full_shape = list(shape)
         full_shape[axis] = 1
         name = f"{out}.elements"
-        graph.initializer.append(numpy_helper.from_array(
-            np.full(full_shape, index[0], dtype=np.int64), name))
+        graph.initializer.append(
+            numpy_helper.from_array(np.full(full_shape, index[0], dtype=np.int64), name)
+        )
         squeeze = len(out_shape) < len(shape)
         node.op_type = "GatherElements"
         del node.input[:]
@@ -307,8 +347,14 @@ def _unfuse_slices(model, shapes):
         if squeeze:
             kept = f"{out}.kept"
             node.output[0] = kept
-            nodes.append(helper.make_node("Reshape", [kept, _shape_const(graph, out_shape)],
-                                          [out], name=f"n_{out}.reshape"))
+            nodes.append(
+                helper.make_node(
+                    "Reshape",
+                    [kept, _shape_const(graph, out_shape)],
+                    [out],
+                    name=f"n_{out}.reshape",
+                )
+            )
     del graph.node[:]
     graph.node.extend(nodes)
 
@@ -330,9 +376,12 @@ def _split_constant_concats(model, shapes, floats, param_names):
     nodes = []
     for node in graph.node:
         parts = list(node.input)
-        if (node.op_type != "Concat" or node.output[0] not in floats
-                or not any(p in const for p in parts)
-                or all(p in const for p in parts)):
+        if (
+            node.op_type != "Concat"
+            or node.output[0] not in floats
+            or not any(p in const for p in parts)
+            or all(p in const for p in parts)
+        ):
             nodes.append(node)
             continue
         part_shapes = [shapes.get(p) for p in parts]
@@ -349,21 +398,33 @@ def _split_constant_concats(model, shapes, floats, param_names):
                 filled.append(part)
             else:
                 zeros = f"{out}.zeros{i}"
-                graph.initializer.append(numpy_helper.from_array(
-                    np.zeros(shape, dtype=np.float32), zeros))
+                graph.initializer.append(
+                    numpy_helper.from_array(np.zeros(shape, dtype=np.float32), zeros)
+                )
                 filled.append(zeros)
                 pads = [0] * (2 * rank)
                 pads[axis], pads[rank + axis] = offset, total - offset - shape[axis]
                 pads_name = f"{out}.pads{i}"
-                graph.initializer.append(numpy_helper.from_array(np.asarray(pads, np.int64),
-                                                                 pads_name))
+                graph.initializer.append(
+                    numpy_helper.from_array(np.asarray(pads, np.int64), pads_name)
+                )
                 padded.append(f"{out}.padded{i}")
-                nodes.append(helper.make_node("Pad", [part, pads_name], [padded[-1]],
-                                              name=f"n_{out}.pad{i}", mode="constant"))
+                nodes.append(
+                    helper.make_node(
+                        "Pad",
+                        [part, pads_name],
+                        [padded[-1]],
+                        name=f"n_{out}.pad{i}",
+                        mode="constant",
+                    )
+                )
             offset += shape[axis]
         total_name = f"{out}.constant_parts"
-        nodes.append(helper.make_node("Concat", filled, [total_name], axis=axis,
-                                      name=f"n_{out}.constant_parts"))
+        nodes.append(
+            helper.make_node(
+                "Concat", filled, [total_name], axis=axis, name=f"n_{out}.constant_parts"
+            )
+        )
         value = total_name
         for i, part in enumerate(padded):
             name = out if i == len(padded) - 1 else f"{out}.sum{i}"
@@ -382,12 +443,23 @@ def _shape_const(graph, shape):
 
 #: Ops through which no gradient flows (onnxruntime's stop-gradient edges on float inputs;
 #: non-float values carry no gradient anyway).
-_NO_GRADIENT_FLOW = {"Range", "RandomUniformLike", "RandomNormalLike", "Bernoulli", "Shape",
-                     "Size", "ConstantOfShape", "EyeLike", "Constant"}
+_NO_GRADIENT_FLOW = {
+    "Range",
+    "RandomUniformLike",
+    "RandomNormalLike",
+    "Bernoulli",
+    "Shape",
+    "Size",
+    "ConstantOfShape",
+    "EyeLike",
+    "Constant",
+}
 #: Ops that map an element of each input to the same element of the (broadcast) output.
-_ELEMENTWISE = set("""Add Sub Mul Div Pow Max Min Neg Abs Exp Log Sqrt Tanh Sigmoid Relu
+_ELEMENTWISE = set(
+    """Add Sub Mul Div Pow Max Min Neg Abs Exp Log Sqrt Tanh Sigmoid Relu
     Reciprocal Clip Identity Erf Sin Cos Where LeakyRelu Softplus Elu Selu Softsign HardSigmoid
-    Sign Floor Ceil Round Mod Cast""".split())
+    Sign Floor Ceil Round Mod Cast""".split()
+)
 
 
 def gradient_reach(model, atoms):
@@ -407,9 +479,10 @@ def gradient_reach(model, atoms):
     keys = list(atoms)
     reached = set()
     for start in range(0, len(keys), 64):  # one uint64 bit per atom
-        chunk = keys[start:start + 64]
-        bits = _reach_bits(model, {k: atoms[k] for k in chunk}, chunk,
-                           {name for name, _ in atoms.values()})
+        chunk = keys[start : start + 64]
+        bits = _reach_bits(
+            model, {k: atoms[k] for k in chunk}, chunk, {name for name, _ in atoms.values()}
+        )
         reached.update(k for i, k in enumerate(chunk) if bits >> i & 1)
     return reached
 
@@ -418,8 +491,11 @@ def _reach_bits(model, atoms, order, params):
     graph = model.graph
     inferred = shape_inference.infer_shapes(model).graph
     shapes = value_shapes(inferred)
-    others = {v.name for v in list(inferred.value_info) + list(inferred.output)
-              if v.type.tensor_type.elem_type not in (0, 1, 10, 11, 16)}  # known, not float
+    others = {
+        v.name
+        for v in list(inferred.value_info) + list(inferred.output)
+        if v.type.tensor_type.elem_type not in (0, 1, 10, 11, 16)
+    }  # known, not float
     inits = {init.name: init for init in graph.initializer}
     taint = {}
     for i, key in enumerate(order):
@@ -432,15 +508,17 @@ def _reach_bits(model, atoms, order, params):
         taint[name] = value.reshape(shape)
 
     def const(name):  # parameters are no constants: their zeros change in training
-        return (numpy_helper.to_array(inits[name]) if name in inits and name not in params
-                else None)
+        return numpy_helper.to_array(inits[name]) if name in inits and name not in params else None
 
     # where values are zero whatever the parameters and inputs (e.g. block-diagonal
     # merged weights); absent: anywhere nonzero
     nonzero = {}
     for name, init in inits.items():
-        if (name not in params and init.data_type in (1, 10, 11, 16)
-                and np.prod(init.dims) <= 1 << 20):
+        if (
+            name not in params
+            and init.data_type in (1, 10, 11, 16)
+            and np.prod(init.dims) <= 1 << 20
+        ):
             value = numpy_helper.to_array(init) != 0
             if not value.all():
                 nonzero[name] = value
@@ -508,10 +586,12 @@ def _rearrange(node, ins, shapes, const):
         return [np.take_along_axis(x, index, axis=axis)]
     if op == "Slice" and all(const(n) is not None for n in node.input[1:] if n):
         starts, ends = const(node.input[1]), const(node.input[2])
-        axes = (const(node.input[3]) if len(node.input) > 3 and node.input[3]
-                else range(len(starts)))
-        steps = (const(node.input[4]) if len(node.input) > 4 and node.input[4]
-                 else [1] * len(starts))
+        axes = (
+            const(node.input[3]) if len(node.input) > 3 and node.input[3] else range(len(starts))
+        )
+        steps = (
+            const(node.input[4]) if len(node.input) > 4 and node.input[4] else [1] * len(starts)
+        )
         index = [slice(None)] * x.ndim
         for a, s, e, k in zip(axes, starts, ends, steps):
             index[int(a) % x.ndim] = slice(int(s), int(e), int(k))
@@ -552,9 +632,26 @@ def _propagate(node, ins, nz, shapes, const):
     known = shape is not None and None not in shape
     none = np.uint64(0)
     try:
-        if op in _NO_GRADIENT_FLOW or node.domain in ("", "ai.onnx") and op in (
-                "Not", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual", "Greater",
-                "GreaterOrEqual", "IsInf", "IsNaN", "ArgMax", "ArgMin"):
+        if (
+            op in _NO_GRADIENT_FLOW
+            or node.domain in ("", "ai.onnx")
+            and op
+            in (
+                "Not",
+                "And",
+                "Or",
+                "Xor",
+                "Equal",
+                "Less",
+                "LessOrEqual",
+                "Greater",
+                "GreaterOrEqual",
+                "IsInf",
+                "IsNaN",
+                "ArgMax",
+                "ArgMin",
+            )
+        ):
             return [None] * len(node.output)
         if op == "Where":
             ins, nz = ins[1:], nz[1:]
@@ -570,31 +667,38 @@ def _propagate(node, ins, nz, shapes, const):
                 if mb is None or a.size * b.shape[-1] > 1 << 24:
                     left = np.bitwise_or.reduce(a, axis=-1, keepdims=True)
                 else:
-                    left = np.bitwise_or.reduce(np.where(mb[..., None, :, :], a[..., None], none),
-                                                axis=-2)
+                    left = np.bitwise_or.reduce(
+                        np.where(mb[..., None, :, :], a[..., None], none), axis=-2
+                    )
                 if ma is None or b.size * a.shape[-2] > 1 << 24:
                     right = np.bitwise_or.reduce(b, axis=-2, keepdims=True)
                 else:
                     right = np.bitwise_or.reduce(
-                        np.where(ma[..., None], b[..., None, :, :], none), axis=-2)
+                        np.where(ma[..., None], b[..., None, :, :], none), axis=-2
+                    )
                 value = left | right
                 return [np.broadcast_to(value, shape) if known else value]
         if op.startswith("Reduce") and ins[0].ndim:
-            axes = (const(node.input[1]) if len(node.input) > 1 and node.input[1]
-                    else attrs.get("axes"))
+            axes = (
+                const(node.input[1])
+                if len(node.input) > 1 and node.input[1]
+                else attrs.get("axes")
+            )
             x = _full(ins[0], shapes, node.input[0])
             if axes is None or len(axes) == 0:
                 if attrs.get("noop_with_empty_axes", 0):
                     return [x]
                 axes = range(x.ndim)
-            value = np.bitwise_or.reduce(x, axis=tuple(int(a) % x.ndim for a in axes),
-                                         keepdims=True)
+            value = np.bitwise_or.reduce(
+                x, axis=tuple(int(a) % x.ndim for a in axes), keepdims=True
+            )
             return [value.reshape(shape) if known else value]
         if op in _ELEMENTWISE or node.domain not in ("", "ai.onnx"):
             if op == "Mul":  # d(ab)/da = b: nothing where b is always zero
                 (ta, tb), (ma, mb) = ins, nz
-                value = ((ta if mb is None else np.where(mb, ta, none))
-                         | (tb if ma is None else np.where(ma, tb, none)))
+                value = (ta if mb is None else np.where(mb, ta, none)) | (
+                    tb if ma is None else np.where(ma, tb, none)
+                )
             else:
                 value = ins[0]
                 for t in ins[1:]:

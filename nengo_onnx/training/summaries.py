@@ -95,9 +95,15 @@ def _histogram(values, bins=30):
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    return (_double(1, values.min()) + _double(2, values.max()) + _double(3, values.size)
-            + _double(4, values.sum()) + _double(5, np.dot(values, values))
-            + _packed_doubles(6, edges[1:]) + _packed_doubles(7, counts))
+    return (
+        _double(1, values.min())
+        + _double(2, values.max())
+        + _double(3, values.size)
+        + _double(4, values.sum())
+        + _double(5, np.dot(values, values))
+        + _packed_doubles(6, edges[1:])
+        + _packed_doubles(7, counts)
+    )
 
 
 def _event(step, summary_values=None, file_version=None, wall_time=None):
@@ -111,8 +117,12 @@ def _event(step, summary_values=None, file_version=None, wall_time=None):
 
 def _record(payload):
     header = struct.pack("<Q", len(payload))
-    return (header + struct.pack("<I", _masked_crc(header)) + payload
-            + struct.pack("<I", _masked_crc(payload)))
+    return (
+        header
+        + struct.pack("<I", _masked_crc(header))
+        + payload
+        + struct.pack("<I", _masked_crc(payload))
+    )
 
 
 class EventWriter:
@@ -184,12 +194,12 @@ def _fields(buf):
         if wire == 0:
             value, pos = _read_varint(buf, pos)
         elif wire == 1:
-            value, pos = struct.unpack("<d", buf[pos:pos + 8])[0], pos + 8
+            value, pos = struct.unpack("<d", buf[pos : pos + 8])[0], pos + 8
         elif wire == 5:
-            value, pos = struct.unpack("<f", buf[pos:pos + 4])[0], pos + 4
+            value, pos = struct.unpack("<f", buf[pos : pos + 4])[0], pos + 4
         elif wire == 2:
             n, pos = _read_varint(buf, pos)
-            value, pos = bytes(buf[pos:pos + n]), pos + n
+            value, pos = bytes(buf[pos : pos + n]), pos + n
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         out.append((field, value))
@@ -218,13 +228,14 @@ def read_events(path):
         data = f.read()
     pos, events = 0, []
     while pos < len(data):
-        header = data[pos:pos + 8]
+        header = data[pos : pos + 8]
         (length,) = struct.unpack("<Q", header)
-        if struct.unpack("<I", data[pos + 8:pos + 12])[0] != _masked_crc(header):
+        if struct.unpack("<I", data[pos + 8 : pos + 12])[0] != _masked_crc(header):
             raise ValueError(f"corrupt record header in {path}")
-        payload = data[pos + 12:pos + 12 + length]
-        if struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])[0] != _masked_crc(
-                payload):
+        payload = data[pos + 12 : pos + 12 + length]
+        if struct.unpack("<I", data[pos + 12 + length : pos + 16 + length])[0] != _masked_crc(
+            payload
+        ):
             raise ValueError(f"corrupt record in {path}")
         pos += 16 + length
         step = 0

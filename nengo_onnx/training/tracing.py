@@ -23,7 +23,9 @@ def _ndonnx():
     except ImportError as err:  # pragma: no cover
         raise ValidationError(
             "custom objectives are traced into ONNX with ndonnx; install it with "
-            "'pip install ndonnx'", attr="objective") from err
+            "'pip install ndonnx'",
+            attr="objective",
+        ) from err
     return ndonnx
 
 
@@ -49,34 +51,41 @@ def trace(fn, output_shapes, target_shapes, opset):
         raise ValidationError(
             f"objective {name} could not be traced into ONNX (it must use array-API "
             f"operations of xp = array_api_compat.array_namespace(outputs)): "
-            f"{type(err).__name__}: {err}", attr="objective") from err
+            f"{type(err).__name__}: {err}",
+            attr="objective",
+        ) from err
     if not isinstance(result, ndx.Array):
         try:
             result = ndx.asarray(np.asarray(result, dtype=np.float32))
         except Exception as err:
             raise ValidationError(
                 f"objective {name} returned {type(result).__name__}, not an array",
-                attr="objective") from err
+                attr="objective",
+            ) from err
     if result.ndim != 0:
         raise ValidationError(
             f"objective {name} must return a scalar; it returned shape {tuple(result.shape)}",
-            attr="objective")
+            attr="objective",
+        )
     if result.dtype != ndx.float32:
         if not ndx.isdtype(result.dtype, "real floating"):
             raise ValidationError(
                 f"objective {name} must return a floating-point scalar (got {result.dtype})",
-                attr="objective")
+                attr="objective",
+            )
         result = ndx.astype(result, ndx.float32)
     try:
         model = ndx.build(args, {"loss": result})
     except Exception as err:
-        raise ValidationError(f"objective {name} could not be built into ONNX: {err}",
-                              attr="objective") from err
+        raise ValidationError(
+            f"objective {name} could not be built into ONNX: {err}", attr="objective"
+        ) from err
     versions = {o.domain: o.version for o in model.opset_import}
     if versions.get("", opset) > opset:
         raise ValidationError(
             f"objective {name} traced to ONNX opset {versions['']}, newer than {opset}",
-            attr="objective")
+            attr="objective",
+        )
     return model
 
 
@@ -100,9 +109,12 @@ def inline(g, model, inputs, prefix):
     model = compose.add_prefix(model, prefix, inplace=False)
     graph = model.graph
     for inp in graph.input:
-        original = inp.name[len(prefix):]
-        g.nodes.append(helper.make_node("Identity", [inputs[original]], [inp.name],
-                                        name=g.unique(f"n_{inp.name}")))
+        original = inp.name[len(prefix) :]
+        g.nodes.append(
+            helper.make_node(
+                "Identity", [inputs[original]], [inp.name], name=g.unique(f"n_{inp.name}")
+            )
+        )
         g.claim(inp.name)
     for init in graph.initializer:
         g.claim(init.name)

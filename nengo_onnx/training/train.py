@@ -102,14 +102,18 @@ def validate_data(sim, data, objective=None):
     if not isinstance(data, Mapping) or len(data) == 0:
         raise ValidationError(
             "data must be a non-empty dict {input Node: (n_inputs, n_steps, node.size_out) "
-            "array, Probe: (n_inputs, n_steps, probe.size_in) array}", attr="data", obj=sim)
+            "array, Probe: (n_inputs, n_steps, probe.size_in) array}",
+            attr="data",
+            obj=sim,
+        )
     probes = set(sim.model.probes)
     inputs, targets, sizes = {}, {}, {}
     for obj, value in data.items():
         if isinstance(obj, nengo.Probe):
             if obj not in probes:
                 raise ValidationError(
-                    f"{obj} is not a probe of this simulator's network", attr="data", obj=sim)
+                    f"{obj} is not a probe of this simulator's network", attr="data", obj=sim
+                )
             expected, what = obj.size_in, "probe.size_in"
         elif isinstance(obj, nengo.Node):
             if obj not in sim.program.inputs:
@@ -118,20 +122,27 @@ def validate_data(sim, data, objective=None):
         else:
             raise ValidationError(
                 f"data keys must be input Nodes or Probes (got {describe(obj)})",
-                attr="data", obj=sim)
+                attr="data",
+                obj=sim,
+            )
         arr = np.asarray(value)
         if arr.dtype.kind not in "fiub":
-            raise ValidationError(f"data for {obj} has dtype {arr.dtype}; expected numbers",
-                                  attr="data", obj=sim)
+            raise ValidationError(
+                f"data for {obj} has dtype {arr.dtype}; expected numbers", attr="data", obj=sim
+            )
         if arr.ndim != 3 or arr.shape[2] != expected or arr.shape[0] < 1 or arr.shape[1] < 1:
             raise ValidationError(
                 f"data for {obj} has shape {arr.shape}; expected (n_inputs, n_steps, "
-                f"{what}) = (n_inputs, n_steps, {expected})", attr="data", obj=sim)
+                f"{what}) = (n_inputs, n_steps, {expected})",
+                attr="data",
+                obj=sim,
+            )
         if not np.all(np.isfinite(arr)):
             raise ValidationError(f"data for {obj} contains NaN or inf", attr="data", obj=sim)
         sizes[obj] = arr.shape[:2]
-        arr = np.ascontiguousarray(arr, dtype=np.float64 if arr.dtype == np.float64
-                                   else np.float32)
+        arr = np.ascontiguousarray(
+            arr, dtype=np.float64 if arr.dtype == np.float64 else np.float32
+        )
         if isinstance(obj, nengo.Probe):
             targets[obj] = arr
         else:
@@ -142,16 +153,24 @@ def validate_data(sim, data, objective=None):
         if k != n_steps:
             raise ValidationError(
                 f"data for {obj} has {k} steps but data for {first} has {n_steps}; every "
-                "entry must have the same n_steps (axis 1)", attr="data", obj=sim)
+                "entry must have the same n_steps (axis 1)",
+                attr="data",
+                obj=sim,
+            )
         if n != n_inputs:
             raise ValidationError(
                 f"data for {obj} has {n} inputs but data for {first} has {n_inputs}; every "
-                "entry must have the same n_inputs (axis 0)", attr="data", obj=sim)
+                "entry must have the same n_inputs (axis 0)",
+                attr="data",
+                obj=sim,
+            )
     batch = sim.minibatch_size or 1
     if n_inputs % batch != 0:
         raise ValidationError(
             f"n_inputs ({n_inputs}) must be divisible by minibatch_size ({batch})",
-            attr="data", obj=sim)
+            attr="data",
+            obj=sim,
+        )
     result = Data(n_inputs, n_steps, inputs, targets)
     result.terms = _terms(sim, objective, targets)
     return result
@@ -164,12 +183,17 @@ def _terms(sim, objective, targets):
             raise ValidationError(
                 "data has no targets (Probe entries), so there is nothing to optimize; give "
                 "targets for some probe, or an objective dict for probes that need none",
-                attr="data", obj=sim)
+                attr="data",
+                obj=sim,
+            )
         return [Term((p,), fn, False) for p in targets]
     if not isinstance(objective, Mapping):
         raise ValidationError(
             f"objective must be a dict {{probe or tuple of probes: function or None}}, a "
-            f"function, or None (got {type(objective).__name__})", attr="objective", obj=sim)
+            f"function, or None (got {type(objective).__name__})",
+            attr="objective",
+            obj=sim,
+        )
     if len(objective) == 0:
         raise ValidationError("objective is an empty dict", attr="objective", obj=sim)
     probes = set(sim.model.probes)
@@ -178,17 +202,23 @@ def _terms(sim, objective, targets):
         tuple_key = isinstance(key, (tuple, list))
         keys = tuple(key) if tuple_key else (key,)
         if not keys:
-            raise ValidationError("objective has an empty tuple of probes", attr="objective",
-                                  obj=sim)
+            raise ValidationError(
+                "objective has an empty tuple of probes", attr="objective", obj=sim
+            )
         for probe in keys:
             if not isinstance(probe, nengo.Probe) or probe not in probes:
                 raise ValidationError(
                     f"objective keys must be probes of this simulator's network (or tuples "
-                    f"of them); got {describe(probe)}", attr="objective", obj=sim)
+                    f"of them); got {describe(probe)}",
+                    attr="objective",
+                    obj=sim,
+                )
         if fn is not None and not callable(fn):
             raise ValidationError(
                 f"the objective for {key} must be a function or None (got {fn!r})",
-                attr="objective", obj=sim)
+                attr="objective",
+                obj=sim,
+            )
         term = Term(keys, fn, tuple_key)
         if term.takes_targets:
             for probe in keys:
@@ -196,7 +226,10 @@ def _terms(sim, objective, targets):
                     raise ValidationError(
                         f"{probe} has the objective {term.name}, which needs targets, but "
                         f"data has no targets for it (expected data[{probe}] of shape "
-                        f"(n_inputs, n_steps, {probe.size_in}))", attr="data", obj=sim)
+                        f"(n_inputs, n_steps, {probe.size_in}))",
+                        attr="data",
+                        obj=sim,
+                    )
         terms.append(term)
     return terms
 
@@ -218,13 +251,16 @@ def numpy_loss(terms, outputs, targets):
         try:
             value = term.fn(*args)
         except Exception as err:
-            raise ValidationError(f"objective {term.name} failed on numpy arrays: "
-                                  f"{type(err).__name__}: {err}", attr="objective") from err
+            raise ValidationError(
+                f"objective {term.name} failed on numpy arrays: {type(err).__name__}: {err}",
+                attr="objective",
+            ) from err
         value = np.asarray(value)
         if value.ndim != 0:
             raise ValidationError(
-                f"objective {term.name} must return a scalar; it returned shape "
-                f"{value.shape}", attr="objective")
+                f"objective {term.name} must return a scalar; it returned shape {value.shape}",
+                attr="objective",
+            )
         total += float(value)
     return total
 
@@ -261,8 +297,9 @@ def _window_feeds(feeder, data, compiled, idx, start, n):
     """The inputs of one training window: the step inputs, targets and loss scale."""
     feeds = feeder(compiled.step_inputs, start, n, data.inputs, rows=idx, batch=len(idx))
     for probe, name in compiled.targets.items():
-        feeds[name] = np.ascontiguousarray(data.targets[probe][idx, start:start + n],
-                                           dtype=np.float32)
+        feeds[name] = np.ascontiguousarray(
+            data.targets[probe][idx, start : start + n], dtype=np.float32
+        )
     feeds[compiled.scale_name] = np.array(n / data.n_steps, dtype=np.float32)
     return feeds
 
@@ -286,18 +323,30 @@ def _check_trainable_network(sim):
         raise SimulationError(
             "cannot train this network: some operators have no ONNX form and run in "
             f"Python ({', '.join(sorted(set(host))) or 'host operators'}), so the "
-            "training graph cannot be differentiated")
+            "training graph cannot be differentiated"
+        )
 
 
 def _check_optimizer(optimizer):
     if not isinstance(optimizer, Optimizer) and not callable(getattr(optimizer, "apply", None)):
         raise ValidationError(
             "optimizer must be a nengo_onnx.optimizers optimizer, e.g. "
-            f"nengo_onnx.optimizers.Adam() (got {optimizer!r})", attr="optimizer")
+            f"nengo_onnx.optimizers.Adam() (got {optimizer!r})",
+            attr="optimizer",
+        )
 
 
-def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, summaries=None,
-          shuffle=True, profile=False):
+def train(
+    sim,
+    data,
+    optimizer,
+    n_epochs=1,
+    objective=None,
+    truncation=None,
+    summaries=None,
+    shuffle=True,
+    profile=False,
+):
     """`Simulator.train` (see there for the parameters).
 
     If the call is interrupted (Ctrl-C, an error, a non-finite loss), the work
@@ -308,8 +357,7 @@ def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, sum
     n_epochs = _check_count("n_epochs", n_epochs)
     truncation = _check_count("truncation", truncation, allow_none=True)
     if profile is not None and not isinstance(profile, (bool, str, os.PathLike)):
-        raise ValidationError(f"must be a bool or a file name (got {profile!r})",
-                              attr="profile")
+        raise ValidationError(f"must be a bool or a file name (got {profile!r})", attr="profile")
     data = validate_data(sim, data, objective)
     _check_trainable_network(sim)
     writer, tags = _summary_writer(sim, summaries)
@@ -317,16 +365,30 @@ def train(sim, data, optimizer, n_epochs=1, objective=None, truncation=None, sum
     names = tuple(grp.name for grp in groups)
     windows = _windows(data.n_steps, truncation)
     profile_dir = tempfile.mkdtemp(prefix="nengo_onnx_profile_") if profile else None
-    so = (ort_setup.session_options(threads=sim.program.threads,
-                                    profile_prefix=os.path.join(profile_dir, "train"))
-          if profile else None)
+    so = (
+        ort_setup.session_options(
+            threads=sim.program.threads, profile_prefix=os.path.join(profile_dir, "train")
+        )
+        if profile
+        else None
+    )
     try:
-        compiled = {n: compile_window(sim.program, n, data.terms, names, session_options=so,
-                                      cache=not profile, keep_state=len(windows) > 1)
-                    for n in sorted({n for _, n in windows})}
+        compiled = {
+            n: compile_window(
+                sim.program,
+                n,
+                data.terms,
+                names,
+                session_options=so,
+                cache=not profile,
+                keep_state=len(windows) > 1,
+            )
+            for n in sorted({n for _, n in windows})
+        }
         groups = _without_unreached(sim.program, groups, compiled.values())
-        history = _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled,
-                              groups, writer, tags)
+        history = _train_loop(
+            sim, data, optimizer, n_epochs, shuffle, windows, compiled, groups, writer, tags
+        )
     finally:
         if writer is not None:
             writer.close()
@@ -348,11 +410,14 @@ def _without_unreached(program, groups, compiled):
         "no gradient of the objective reaches these parameters, so training leaves them "
         "unchanged (e.g. Izhikevich neurons have no rate form to differentiate, or the "
         "objective's probes do not depend on them): "
-        + ", ".join(f"{p.key} of {p.obj}" for p in params), stacklevel=4)
+        + ", ".join(f"{p.key} of {p.obj}" for p in params),
+        stacklevel=4,
+    )
     result = []
     for grp in groups:
-        sigs = [p.signal(program.model) for p in params
-                if p.signal(program.model).base is grp.base]
+        sigs = [
+            p.signal(program.model) for p in params if p.signal(program.model).base is grp.base
+        ]
         if not sigs:
             result.append(grp)
             continue
@@ -404,8 +469,7 @@ class Parameters:
             program.params.set(grp.base, value)
 
 
-def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, groups, writer,
-                tags):
+def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, groups, writer, tags):
     tstate = sim.training_state
     if tstate.rng is None:
         tstate.rng = np.random.RandomState(sim.seed)
@@ -415,8 +479,9 @@ def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, grou
     parameters = Parameters(first, groups)
     parameters.load(sim.program)  # the program's values are the truth between calls
     params = parameters.views
-    frozen = {grp.name: param.data[~grp.mask].copy() for grp, param in params
-              if grp.mask is not None}
+    frozen = {
+        grp.name: param.data[~grp.mask].copy() for grp, param in params if grp.mask is not None
+    }
     grads = {grp.name: np.zeros(param.data.shape, dtype=np.float32) for grp, param in params}
     batch = sim.program.minibatch_size
     n_batches = data.n_inputs // batch
@@ -431,20 +496,24 @@ def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, grou
             losses = []
             with ProgressTracker(sim.progress_bar, progress) as tracker:
                 for b in range(n_batches):
-                    idx = order[b * batch:(b + 1) * batch]
-                    loss = _train_minibatch(feeder, data, compiled, windows, idx, initial,
-                                            parameters, grads)
+                    idx = order[b * batch : (b + 1) * batch]
+                    loss = _train_minibatch(
+                        feeder, data, compiled, windows, idx, initial, parameters, grads
+                    )
                     if not np.isfinite(loss):
                         raise SimulationError(
                             f"the loss became {loss} in epoch {epoch + 1}, minibatch {b + 1}: "
-                            f"{_nonfinite_cause(sim, data, idx, parameters)}")
+                            f"{_nonfinite_cause(sim, data, idx, parameters)}"
+                        )
                     if params:
                         for grp, _ in params:
                             if grp.mask is not None:
                                 grads[grp.name][~grp.mask] = 0
-                        optimizer.apply([grads[grp.name] for grp, _ in params],
-                                        [param.data for _, param in params],
-                                        keys=[grp.name for grp, _ in params])
+                        optimizer.apply(
+                            [grads[grp.name] for grp, _ in params],
+                            [param.data for _, param in params],
+                            keys=[grp.name for grp, _ in params],
+                        )
                         for grp, param in params:
                             if grp.mask is not None:
                                 param.data[~grp.mask] = frozen[grp.name]
@@ -470,16 +539,22 @@ def _nonfinite_cause(sim, data, idx, parameters):
     big = np.finfo(np.float32).max
     for probe, target in data.targets.items():
         if np.any(np.abs(target[idx]) > big):
-            return (f"the targets for {probe} overflow float32 (|value| > {big:.3g}); "
-                    "training runs in float32")
+            return (
+                f"the targets for {probe} overflow float32 (|value| > {big:.3g}); "
+                "training runs in float32"
+            )
     for grp, param in parameters.views:
         if not np.all(np.isfinite(param.data)):
-            return (f"parameter {grp.name} is no longer finite: the updates diverged; try a "
-                    "smaller learning rate")
+            return (
+                f"parameter {grp.name} is no longer finite: the updates diverged; try a "
+                "smaller learning rate"
+            )
     names = ", ".join(term.name for term in data.terms if term.fn is not None)
-    return (f"the network's outputs and parameters are finite, so the objective ({names}) "
-            "returned NaN or inf for them (e.g. a log of 0, or a division by 0); or the "
-            "learning rate is too large")
+    return (
+        f"the network's outputs and parameters are finite, so the objective ({names}) "
+        "returned NaN or inf for them (e.g. a log of 0, or a division by 0); or the "
+        "learning rate is too large"
+    )
 
 
 def _train_minibatch(feeder, data, compiled, windows, idx, initial, parameters, grads):
@@ -513,15 +588,17 @@ def gradient_sums(sim, data, objective=None, truncation=None):
     groups = param_groups(sim.program, trainable.trainable_params(sim.program))
     names = tuple(grp.name for grp in groups)
     windows = _windows(data.n_steps, truncation)
-    compiled = {n: compile_window(sim.program, n, data.terms, names,
-                                  keep_state=len(windows) > 1)
-                for n in sorted({n for _, n in windows})}
+    compiled = {
+        n: compile_window(sim.program, n, data.terms, names, keep_state=len(windows) > 1)
+        for n in sorted({n for _, n in windows})
+    }
     first = compiled[windows[0][1]]
     parameters = Parameters(first, groups)
     parameters.load(sim.program)
     feeder = training_feeder(sim, data, np.random.RandomState(sim.seed))
-    grads = {grp.name: np.zeros(param.data.shape, dtype=np.float32)
-             for grp, param in parameters.views}
+    grads = {
+        grp.name: np.zeros(param.data.shape, dtype=np.float32) for grp, param in parameters.views
+    }
     total = {grp.name: np.zeros(grp.base.shape) for grp in groups}
     batch = sim.program.minibatch_size
     initial = _initial_state(sim, first)
@@ -562,24 +639,34 @@ def _summary_writer(sim, summaries):
             if item != "loss":
                 raise ValidationError(
                     f"unknown summary {item!r}: the only string summary is 'loss'",
-                    attr="summaries")
+                    attr="summaries",
+                )
             tags.append(("loss", None))
             continue
         key = {nengo.Connection: "weights", nengo.Ensemble: "encoders", Neurons: "bias"}.get(
-            type(item))
+            type(item)
+        )
         if key is None:
             raise ValidationError(
                 f"summaries can be 'loss', Connections, Ensembles or Neurons (got "
-                f"{describe(item)})", attr="summaries")
+                f"{describe(item)})",
+                attr="summaries",
+            )
         match = [p for p in params if p.obj == item and p.key == key]
         if not match:
-            raise ValidationError(f"{item} has no {key} in this simulator (not in its network, "
-                                  "or nothing to summarize)", attr="summaries")
+            raise ValidationError(
+                f"{item} has no {key} in this simulator (not in its network, "
+                "or nothing to summarize)",
+                attr="summaries",
+            )
         tags.append((match[0].name, match[0]))
     logdir = sim.tensorboard
     if not logdir:
-        warnings.warn("summaries were requested but the Simulator was created without "
-                      "tensorboard=<directory>; ignoring them", stacklevel=4)
+        warnings.warn(
+            "summaries were requested but the Simulator was created without "
+            "tensorboard=<directory>; ignoring them",
+            stacklevel=4,
+        )
         return None, None
     tstate = sim.training_state
     if tstate.run_dir is None:

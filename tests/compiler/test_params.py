@@ -20,8 +20,9 @@ def build(neuron_type=None, n_neurons=12, seed=0):
         net.out = nengo.Node(size_in=2)
         net.c_in = nengo.Connection(net.inp, net.a, synapse=None, transform=[[1, 0.2], [0, 1]])
         net.c_ab = nengo.Connection(net.a, net.b, synapse=0.005, function=lambda x: x**2)
-        net.c_full = nengo.Connection(net.a.neurons, net.b.neurons, synapse=0.005,
-                                      transform=np.zeros((10, n_neurons)))
+        net.c_full = nengo.Connection(
+            net.a.neurons, net.b.neurons, synapse=0.005, transform=np.zeros((10, n_neurons))
+        )
         net.c_out = nengo.Connection(net.b, net.out, synapse=0.005)
         net.p = nengo.Probe(net.out)
     return net
@@ -29,8 +30,7 @@ def build(neuron_type=None, n_neurons=12, seed=0):
 
 def trained(rng, net, minibatch_size=2, **kwargs):
     x = rng.uniform(-1, 1, (4, 4, 2))
-    sim = nengo_onnx.Simulator(net, minibatch_size=minibatch_size, progress_bar=False,
-                               **kwargs)
+    sim = nengo_onnx.Simulator(net, minibatch_size=minibatch_size, progress_bar=False, **kwargs)
     sim.train({net.inp: x, net.p: x**2}, optimizers.Adam(0.02), n_epochs=3)
     return sim, x
 
@@ -75,8 +75,9 @@ def test_save_load_round_trip(rng, tmp_path, optimize):
         sim.run_steps(4, data={net.inp: x[2:]})
         expected = np.array(sim.data[net.p][:, 4:])
     # another simulator of the same network structure gets parameters and state
-    with nengo_onnx.Simulator(build(), minibatch_size=2, optimize=optimize,
-                              progress_bar=False) as sim2:
+    with nengo_onnx.Simulator(
+        build(), minibatch_size=2, optimize=optimize, progress_bar=False
+    ) as sim2:
         sim2.load_params(tmp_path / "params")
         loaded = params_of(sim2, net=sim2.network)
         for key in saved:

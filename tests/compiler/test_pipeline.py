@@ -117,8 +117,11 @@ def passes_run(capsys, monkeypatch, **kwargs):
     with nengo_onnx.Simulator(small_net(), progress_bar=False, **kwargs):
         pass
     err = capsys.readouterr().err
-    return [line.split()[2].rstrip(":") for line in err.splitlines()
-            if line.startswith("nengo-onnx: after ")], err
+    return [
+        line.split()[2].rstrip(":")
+        for line in err.splitlines()
+        if line.startswith("nengo-onnx: after ")
+    ], err
 
 
 def test_debug_env_prints_counts(capsys, monkeypatch):
@@ -136,10 +139,10 @@ def test_the_pipeline_list_is_what_runs(capsys, monkeypatch):
     simplifications = [p.__name__ for p in pipeline.SIMPLIFY]
     # the simplifications run (at least once each, in order) inside `simplify`
     first = names.index(simplifications[0])
-    inner = names[first:names.index("simplify")]
+    inner = names[first : names.index("simplify")]
     assert inner[: len(simplifications)] == simplifications
     assert len(inner) % len(simplifications) == 0
-    assert names[:first] + names[names.index("simplify"):] == [
+    assert names[:first] + names[names.index("simplify") :] == [
         p.__name__ for p in pipeline.PASSES
     ]
     names, _ = passes_run(capsys, monkeypatch, optimize=False)

@@ -55,7 +55,7 @@ def run_streaming(run, model, inputs, n_steps):
     state = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in meta["states"]}
     outputs = {o["name"]: [] for o in meta["outputs"]}
     for start in range(0, n_steps, K):
-        feeds = {k: v[:, start:start + K] for k, v in inputs.items()}
+        feeds = {k: v[:, start : start + K] for k, v in inputs.items()}
         results = run({**feeds, **state})
         state = {s["name"]: results[s["output"]] for s in meta["states"]}
         for name in outputs:
@@ -90,8 +90,9 @@ def probe_data(sim, net):
 def test_matches_simulators(tmp_path, neuron_type, form):
     net = channel_net(neuron_type)
     path = tmp_path / "model.onnx"
-    kwargs = {"streaming": {}, "fixed_unrolled": {"fixed": 5},
-              "fixed_scan": {"fixed": N_STEPS}}[form]
+    kwargs = {"streaming": {}, "fixed_unrolled": {"fixed": 5}, "fixed_scan": {"fixed": N_STEPS}}[
+        form
+    ]
     n_steps = 5 if form == "fixed_unrolled" else N_STEPS
     with nengo_onnx.Simulator(net, unroll_simulation=5, progress_bar=False) as sim:
         info = sim.export(path, **kwargs)
@@ -134,10 +135,10 @@ def test_streaming_interface_and_metadata(tmp_path):
     assert meta["nengo_version"] == nengo.__version__
     assert meta["nengo_onnx_version"] == nengo_onnx.__version__
 
-    ins = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
-           for i in model.graph.input}
-    outs = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim]
-            for o in model.graph.output}
+    ins = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    outs = {
+        o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output
+    }
     # inputs named after the input Nodes, outputs after the probes (sanitized, unique)
     assert ins["stim"] == [1, 4, 1] and ins["bias"] == [1, 4, 1]
     assert outs["b_out"] == [1, 4, 1] and outs["spikes"] == [1, 4, 30]
@@ -162,8 +163,9 @@ def test_export_function_minibatch_and_opsets(tmp_path):
     n_steps, batch = 10, 2
     rng = np.random.RandomState(1)
     data = rng.uniform(-1, 1, size=(batch, n_steps, 1)).astype(np.float32)
-    with nengo_onnx.Simulator(net, minibatch_size=batch, unroll_simulation=5,
-                              progress_bar=False) as sim:
+    with nengo_onnx.Simulator(
+        net, minibatch_size=batch, unroll_simulation=5, progress_bar=False
+    ) as sim:
         sim.run_steps(n_steps, data={net.stim: data})
     expected = probe_data(sim, net)
     for opset in (13, 17, None):
@@ -183,7 +185,10 @@ def test_export_function_minibatch_and_opsets(tmp_path):
     model = onnx.load(str(path))
     assert not any(i.name.startswith("state.") for i in model.graph.input)
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [
-        batch, n_steps, 1]
+        batch,
+        n_steps,
+        1,
+    ]
     for engine, run in sessions(path):
         out = run(inputs)
         for name, value in expected.items():
@@ -221,8 +226,9 @@ def test_nonzero_initial_state_learning(tmp_path):
 def test_time_only_process_is_an_input(tmp_path):
     with nengo.Network(seed=3) as net:
         stim = nengo.Node(nengo.processes.WhiteSignal(1, high=5), size_out=1, label="signal")
-        a = nengo.Ensemble(10, 1, neuron_type=nengo.LIFRate(),
-                           noise=nengo.processes.WhiteNoise(seed=1), label="a")
+        a = nengo.Ensemble(
+            10, 1, neuron_type=nengo.LIFRate(), noise=nengo.processes.WhiteNoise(seed=1), label="a"
+        )
         nengo.Connection(stim, a)
         p = nengo.Probe(a, synapse=0.005, label="a")
     path = tmp_path / "noise.onnx"
@@ -318,9 +324,13 @@ def test_runs_with_only_onnxruntime_and_numpy(tmp_path):
     np.savez(tmp_path / "expected.npz", stim_input=inputs["stim"], b_out=sim.data[net.p_b][None])
     script = tmp_path / "plain.py"
     script.write_text(PLAIN_ORT)
-    result = subprocess.run([sys.executable, str(script), str(path),
-                             str(tmp_path / "expected.npz")],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(script), str(path), str(tmp_path / "expected.npz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -346,9 +356,21 @@ def test_runner_is_standalone(tmp_path):
     script.write_text(STANDALONE_RUNNER)
     runner_file = os.path.join(os.path.dirname(nengo_onnx.__file__), "exporting", "runner.py")
     result = subprocess.run(
-        [sys.executable, str(script), runner_file, str(path), "--inputs",
-         str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        [
+            sys.executable,
+            str(script),
+            runner_file,
+            str(path),
+            "--inputs",
+            str(tmp_path / "in.npz"),
+            "-o",
+            str(tmp_path / "out.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     with np.load(tmp_path / "out.npz") as out:
         assert sorted(out.files) == ["b_out", "spikes", "stim_1"]

@@ -34,8 +34,18 @@ def fed_graph(net):
     return feed_inputs(built_graph(model, net))
 
 
-SYNAPSES = (0.01, 0.01, 0.01, nengo.Alpha(0.005), nengo.Alpha(0.005), GENERAL, GENERAL, GAIN,
-            GAIN, 0.02)
+SYNAPSES = (
+    0.01,
+    0.01,
+    0.01,
+    nengo.Alpha(0.005),
+    nengo.Alpha(0.005),
+    GENERAL,
+    GENERAL,
+    GAIN,
+    GAIN,
+    0.02,
+)
 
 
 def filter_net(synapses=SYNAPSES):
@@ -56,7 +66,8 @@ def filter_net(synapses=SYNAPSES):
 def filters(graph):
     return Counter(
         str(op.process) if isinstance(op, SimProcess) else f"group of {op.processes[0]}"
-        for op in graph.nodes if isinstance(op, (SimProcess, LinearFilterGroup))
+        for op in graph.nodes
+        if isinstance(op, (SimProcess, LinearFilterGroup))
     )
 
 
@@ -75,7 +86,8 @@ def test_merge_counts():
     assert after["Lowpass(tau=0.02)"] == 1
     groups = [op for op in merged.nodes if isinstance(op, LinearFilterGroup)]
     assert sum(g.n for g in groups) + sum(after[k] for k in after if "group" not in k) == sum(
-        before.values())
+        before.values()
+    )
     n_removed = sum(g.n - 1 for g in groups)
     assert merged.number_of_nodes() == graph.number_of_nodes() - n_removed
     assert merged.graph.keys() == graph.graph.keys()
@@ -100,8 +112,11 @@ def test_never_merges_along_a_path():
     net = chained_net()
     graph = fed_graph(net)
     model = graph.graph["model"]
-    lowpass = [op for op in graph.nodes if isinstance(op, SimProcess)
-               and str(op.process) == "Lowpass(tau=0.01)"]
+    lowpass = [
+        op
+        for op in graph.nodes
+        if isinstance(op, SimProcess) and str(op.process) == "Lowpass(tau=0.01)"
+    ]
     conn_filter = next(op for op in lowpass if op.output is model.sig[net.conn]["weighted"])
     chained = next(op for op in lowpass if op.input is conn_filter.output)
     assert nx.has_path(graph, chained, conn_filter)

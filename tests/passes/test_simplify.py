@@ -106,8 +106,11 @@ def test_fold_constant_resets_counts():
     # the idle ensemble's input Reset goes; incremented or probed signals keep theirs
     assert types(folded)["Reset"] == types(graph)["Reset"] - 1
     assert not any(type(op) is Reset and op.dst is idle_in for op in folded.nodes)
-    encode = [op for op in folded.nodes if type(op) is DotInc
-              and op.Y is model.sig[net.idle.neurons]["in"]]
+    encode = [
+        op
+        for op in folded.nodes
+        if type(op) is DotInc and op.Y is model.sig[net.idle.neurons]["in"]
+    ]
     assert len(encode) == 1 and isinstance(encode[0].X, FoldedConstant)
     assert not np.any(encode[0].X.initial_value)
     assert folded.graph.keys() == graph.graph.keys()
@@ -180,7 +183,8 @@ def test_fuse_reset_incs_counts():
     assert after["Reset"] == before["Reset"] - n_fused
     sets = after["DotSet"] + after["ElementwiseSet"] + after["BsrDotSet"]
     set_copies = sum(1 for op in fused.nodes if type(op) is Copy and not op.inc) - sum(
-        1 for op in graph.nodes if type(op) is Copy and not op.inc)
+        1 for op in graph.nodes if type(op) is Copy and not op.inc
+    )
     assert sets + set_copies == n_fused
     assert after["DotSet"] >= 3  # the three connections' weights
     # b's input has two writers (a's decoded output, b's recurrence): its Reset stays
@@ -212,8 +216,13 @@ def test_set_forms_step_like_nengo():
     A, X = Signal(np.arange(6.0).reshape(3, 2)), Signal(np.array([1.0, -1.0]))
     cases = [
         (DotInc(A, X, Signal(np.full(3, 7.0))), DotSet, [-1.0, -1.0, -1.0]),
-        (ElementwiseInc(Signal(np.array([2.0, 3.0])), Signal(np.array([4.0, 5.0])),
-                        Signal(np.ones(2))), ElementwiseSet, [8.0, 15.0]),
+        (
+            ElementwiseInc(
+                Signal(np.array([2.0, 3.0])), Signal(np.array([4.0, 5.0])), Signal(np.ones(2))
+            ),
+            ElementwiseSet,
+            [8.0, 15.0],
+        ),
         (Copy(X, Signal(np.ones(2)), inc=True), Copy, [1.0, -1.0]),
     ]
     for inc, cls, expected in cases:
@@ -268,10 +277,19 @@ def run_ops(ops, n_steps=2):
 def test_fuse_reset_incs_splits_merged_resets():
     """A Reset of a packed base: the increments that alone write their part get set."""
     x = Signal(np.zeros(8), name="x")
-    A, X, src, src2 = (Signal(np.arange(4.0).reshape(2, 2)), Signal(np.array([1.0, 2.0])),
-                       Signal(np.array([3.0, -1.0])), Signal(np.array([0.5, 0.25])))
-    ops = [Reset(x), DotInc(A, X, x[0:2]), Copy(src, x[2:4], inc=True),
-           Copy(src, x[4:6], inc=True), Copy(src2, x[4:6], inc=True)]  # x[6:8]: nobody
+    A, X, src, src2 = (
+        Signal(np.arange(4.0).reshape(2, 2)),
+        Signal(np.array([1.0, 2.0])),
+        Signal(np.array([3.0, -1.0])),
+        Signal(np.array([0.5, 0.25])),
+    )
+    ops = [
+        Reset(x),
+        DotInc(A, X, x[0:2]),
+        Copy(src, x[2:4], inc=True),
+        Copy(src, x[4:6], inc=True),
+        Copy(src2, x[4:6], inc=True),
+    ]  # x[6:8]: nobody
     graph = rebuild(build_graph(nengo.Network()), ops)
     fused = fuse_reset_incs(graph)
     kinds = types(fused)
@@ -280,8 +298,9 @@ def test_fuse_reset_incs_splits_merged_resets():
     (reset,) = [op for op in fused.nodes if type(op) is Reset]
     assert list(indices(reset.dst).ravel()) == [4, 5]  # two writers: still reset
     before, after = run_ops(ops), run_ops(list(fused.nodes))
-    assert np.allclose(after[x], before[x]) and np.allclose(after[x], [2, 8, 3, -1, 3.5,
-                                                                       -0.75, 0, 0])
+    assert np.allclose(after[x], before[x]) and np.allclose(
+        after[x], [2, 8, 3, -1, 3.5, -0.75, 0, 0]
+    )
 
     # an element nobody writes that does not start at zero needs the Reset: unchanged
     y = Signal(np.array([0.0, 0.0, 1.0]), name="y")
@@ -298,8 +317,9 @@ def conv_net():
         net.u = nengo.Node(lambda t: np.sin(np.arange(16) * t * 10 + np.arange(16)))
         a = nengo.Ensemble(16, 1, neuron_type=nengo.RectifiedLinear()).neurons
         conv = nengo.Convolution(2, (4, 4, 1), kernel_size=(3, 3), padding="same")
-        nengo.Connection(net.u, a, transform=nengo.Convolution(
-            1, (4, 4, 1), kernel_size=(3, 3), padding="same"))
+        nengo.Connection(
+            net.u, a, transform=nengo.Convolution(1, (4, 4, 1), kernel_size=(3, 3), padding="same")
+        )
         b = nengo.Node(size_in=conv.size_out)
         nengo.Connection(a, b, transform=conv)
         tc = nengo.ConvolutionTranspose(1, (4, 4, 2), kernel_size=(3, 3), padding="same")
@@ -318,11 +338,20 @@ def test_conv_set_forms_match_nengo(unroll, monkeypatch):
 
 def test_fold_constant_elements_of_packed_signals():
     """Nengo's merger packs Reset signals together: their Reset-only parts still fold."""
-    x, y, z = Signal(np.zeros(4), name="x"), Signal(np.zeros(2), name="y"), Signal(
-        np.zeros(2), name="z")
+    x, y, z = (
+        Signal(np.zeros(4), name="x"),
+        Signal(np.zeros(2), name="y"),
+        Signal(np.zeros(2), name="z"),
+    )
     A, src = Signal(np.arange(4.0).reshape(2, 2)), Signal(np.array([3.0, -1.0]))
-    ops = [Reset(x, 0.5), Copy(src, x[0:2], inc=True), Reset(y), Reset(z),
-           DotInc(A, x[2:4], y), DotInc(A, x[0:2], z)]
+    ops = [
+        Reset(x, 0.5),
+        Copy(src, x[0:2], inc=True),
+        Reset(y),
+        Reset(z),
+        DotInc(A, x[2:4], y),
+        DotInc(A, x[0:2], z),
+    ]
     graph = rebuild(build_graph(nengo.Network()), ops)
     folded = fold_constant_resets(graph)
     dots = {op.Y: op for op in folded.nodes if type(op) is DotInc}

@@ -29,20 +29,36 @@ def model():
         helper.make_node("Expand", ["b3", "shape23"], ["b_full"]),
         helper.make_node("Add", ["b_full", "Y"], ["o5"]),  # broadcasting does the Expand
     ]
-    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 5]),
-              helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 3])]
-    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-               for name, shape in (("o1", [2, 3]), ("o2", [2, 2]), ("o3", [2, 3]),
-                                   ("o4", [2, 3]), ("o5", [2, 3]))]
-    inits = [ints("s0", [0]), ints("s1", [1]), ints("s2", [2]), ints("s4", [4]),
-             ints("s5", [5]), ints("s7", [7]), ints("ax1", [1]), ints("shape28", [2, 8]),
-             ints("shape23", [2, 3]),
-             numpy_helper.from_array(np.zeros(3, np.float32), "zeros3"),
-             numpy_helper.from_array(np.zeros((2, 3), np.float32), "P"),
-             numpy_helper.from_array(np.arange(3, dtype=np.float32), "b3")]
+    inputs = [
+        helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 5]),
+        helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 3]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+        for name, shape in (
+            ("o1", [2, 3]),
+            ("o2", [2, 2]),
+            ("o3", [2, 3]),
+            ("o4", [2, 3]),
+            ("o5", [2, 3]),
+        )
+    ]
+    inits = [
+        ints("s0", [0]),
+        ints("s1", [1]),
+        ints("s2", [2]),
+        ints("s4", [4]),
+        ints("s5", [5]),
+        ints("s7", [7]),
+        ints("ax1", [1]),
+        ints("shape28", [2, 8]),
+        ints("shape23", [2, 3]),
+        numpy_helper.from_array(np.zeros(3, np.float32), "zeros3"),
+        numpy_helper.from_array(np.zeros((2, 3), np.float32), "P"),
+        numpy_helper.from_array(np.arange(3, dtype=np.float32), "b3"),
+    ]
     graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)],
-                             ir_version=10)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
 
 
 def run(m, feeds):

@@ -33,21 +33,25 @@ def applied_gradients(sim, data, objective=None):
     sim.train(data, recorder, objective=objective, shuffle=False)
     groups = param_groups(sim.program, trainable_params(sim))
     by_base = {grp.base: recorder.grads[grp.name] for grp in groups}
-    return {p: by_base[p.signal(sim.model).base].reshape(-1)[
-                view_indices(p.signal(sim.model)).ravel()].reshape(p.signal(sim.model).shape)
-            for p in trainable_params(sim)}
+    return {
+        p: by_base[p.signal(sim.model).base]
+        .reshape(-1)[view_indices(p.signal(sim.model)).ravel()]
+        .reshape(p.signal(sim.model).shape)
+        for p in trainable_params(sim)
+    }
 
 
 def check_against_finite_differences(sim, data, objective=None):
-    fds = {p: finite_differences(sim, data, p, objective=objective, n=4)
-           for p in trainable_params(sim)}
+    fds = {
+        p: finite_differences(sim, data, p, objective=objective, n=4)
+        for p in trainable_params(sim)
+    }
     grads = applied_gradients(sim, data, objective)
     assert set(grads) == set(fds)
     for param, fd in fds.items():
-        grad = grads[param].ravel()[:fd.size]
+        grad = grads[param].ravel()[: fd.size]
         scale = np.max(np.abs(fd))
-        assert np.allclose(grad, fd, rtol=2e-3, atol=1e-4 * scale + 1e-9), (
-            param.name, grad, fd)
+        assert np.allclose(grad, fd, rtol=2e-3, atol=1e-4 * scale + 1e-9), (param.name, grad, fd)
 
 
 # -- two objectives, one probe reached without a synapse, one on the neurons -----------------
@@ -80,8 +84,11 @@ def mse_and_rates(outputs, targets):
 def test_mse_with_rate_regularizer_trains(probe_kind, tuple_key, n_steps):
     """onnxruntime's GemmSumFusion failed on these gradient graphs (n_steps >= 3)."""
     net = two_probe_net(probe_kind)
-    objective = ({(net.p, net.pn): mse_and_rates} if tuple_key
-                 else {net.p: objectives.mse, net.pn: objectives.Regularize()})
+    objective = (
+        {(net.p, net.pn): mse_and_rates}
+        if tuple_key
+        else {net.p: objectives.mse, net.pn: objectives.Regularize()}
+    )
     data = {net.a: np.ones((2, n_steps, 1)), net.p: np.ones((2, n_steps, 1))}
     if tuple_key:  # a tuple key takes targets for each of its probes
         data[net.pn] = np.zeros((2, n_steps, 5))
@@ -119,14 +126,19 @@ def synapse_net(synapse, recurrent, neuron_type=None, n_neurons=8, seed=0):
     with nengo.Network(seed=seed) as net:
         nengo_onnx.configure_settings(dtype="float64")  # exact finite differences
         net.inp = nengo.Node(np.zeros(2))
-        net.ens = nengo.Ensemble(n_neurons, 2,
-                                 neuron_type=neuron_type or nengo.LIFRate(amplitude=0.01))
+        net.ens = nengo.Ensemble(
+            n_neurons, 2, neuron_type=neuron_type or nengo.LIFRate(amplitude=0.01)
+        )
         out = nengo.Node(size_in=2)
         nengo.Connection(net.inp, net.ens, synapse=None, transform=[[1, 0.5], [0, 1]])
         if recurrent:
             rng = np.random.RandomState(seed)
-            nengo.Connection(net.ens.neurons, net.ens.neurons, synapse=synapse,
-                             transform=rng.uniform(-0.2, 0.2, (n_neurons, n_neurons)))
+            nengo.Connection(
+                net.ens.neurons,
+                net.ens.neurons,
+                synapse=synapse,
+                transform=rng.uniform(-0.2, 0.2, (n_neurons, n_neurons)),
+            )
             nengo.Connection(net.ens, out, synapse=None)
         else:
             nengo.Connection(net.ens, out, synapse=synapse)
@@ -153,8 +165,12 @@ def test_recurrent_triangle_trains():
         a = nengo.Node([0])
         e = nengo.Ensemble(12, 1, neuron_type=nengo.RectifiedLinear())
         nengo.Connection(a, e)
-        conn = nengo.Connection(e.neurons, e.neurons, synapse=nengo.synapses.Triangle(0.01),
-                                transform=np.eye(12) * 0.01)
+        conn = nengo.Connection(
+            e.neurons,
+            e.neurons,
+            synapse=nengo.synapses.Triangle(0.01),
+            transform=np.eye(12) * 0.01,
+        )
         p = nengo.Probe(e)
     data = {a: np.ones((4, 12, 1)), p: np.ones((4, 12, 1))}
     with nengo_onnx.Simulator(net, minibatch_size=4, progress_bar=False) as sim:
@@ -214,8 +230,7 @@ def test_unreached_parameters_are_left_unchanged(neuron_type, optimize):
     rng = np.random.RandomState(3)
     x = rng.uniform(-1, 1, (4, 6, 2))
     data = {inp: x, p: x**2}
-    with nengo_onnx.Simulator(net, minibatch_size=2, optimize=optimize,
-                              progress_bar=False) as sim:
+    with nengo_onnx.Simulator(net, minibatch_size=2, optimize=optimize, progress_bar=False) as sim:
         before = values(sim)
         history, messages = train_recording(sim, data)
         after = values(sim)

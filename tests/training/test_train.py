@@ -51,8 +51,11 @@ def test_train_reduces_loss_and_updates_params(rng):
         assert isinstance(sim.data[net.conn].weights, np.ndarray)
         # run sees the trained parameters
         sim.run_steps(3, data={net.inp: x[:4]})
-        assert np.allclose(np.mean((sim.data[net.p] - y[:4]) ** 2),
-                           sim.loss({net.inp: x[:4], net.p: y[:4]}), atol=1e-6)
+        assert np.allclose(
+            np.mean((sim.data[net.p] - y[:4]) ** 2),
+            sim.loss({net.inp: x[:4], net.p: y[:4]}),
+            atol=1e-6,
+        )
 
 
 @pytest.mark.parametrize("optimize", [True, False])
@@ -61,14 +64,15 @@ def test_loss_matches_run(rng, optimize, unroll):
     """sim.loss is the mean over minibatches of the objective on run's outputs."""
     net = feedforward(synapse=0.01)
     x, y = square_data(rng, n=4, steps=5)
-    with nengo_onnx.Simulator(net, minibatch_size=2, optimize=optimize,
-                              unroll_simulation=unroll, progress_bar=False) as sim:
+    with nengo_onnx.Simulator(
+        net, minibatch_size=2, optimize=optimize, unroll_simulation=unroll, progress_bar=False
+    ) as sim:
         value = sim.loss({net.inp: x, net.p: y})
         expected = []
         for b in range(2):
             sim.reset()
-            sim.run_steps(5, data={net.inp: x[2 * b:2 * b + 2]})
-            expected.append(np.mean((sim.data[net.p] - y[2 * b:2 * b + 2]) ** 2))
+            sim.run_steps(5, data={net.inp: x[2 * b : 2 * b + 2]})
+            expected.append(np.mean((sim.data[net.p] - y[2 * b : 2 * b + 2]) ** 2))
         assert np.isclose(value, np.mean(expected), rtol=1e-5)
 
 
@@ -98,12 +102,15 @@ def grad_net(synapse, recurrent, seed=0):
     return net
 
 
-@pytest.mark.parametrize("synapse, recurrent, truncation", [
-    (None, False, None),
-    (nengo.Lowpass(0.005), True, None),
-    (nengo.Alpha(0.004), False, None),
-    (nengo.Lowpass(0.005), True, 2),
-])
+@pytest.mark.parametrize(
+    "synapse, recurrent, truncation",
+    [
+        (None, False, None),
+        (nengo.Lowpass(0.005), True, None),
+        (nengo.Alpha(0.004), False, None),
+        (nengo.Lowpass(0.005), True, 2),
+    ],
+)
 def test_gradients_match_finite_differences(rng, synapse, recurrent, truncation):
     net = grad_net(synapse, recurrent)
     x, y = square_data(rng, n=4, steps=5)
@@ -116,7 +123,7 @@ def test_gradients_match_finite_differences(rng, synapse, recurrent, truncation)
                 continue  # truncated gradients are not the loss's gradient
             fd = finite_differences(sim, data, param)
             # gradients() sums over the 2 minibatches; sim.loss averages them
-            assert np.allclose(grad.ravel()[:fd.size] / 2, fd, rtol=1e-3, atol=1e-8), param.name
+            assert np.allclose(grad.ravel()[: fd.size] / 2, fd, rtol=1e-3, atol=1e-8), param.name
 
 
 def test_truncation(rng):
@@ -221,16 +228,26 @@ def test_summaries(rng, tmp_path):
     for _ in range(2):
         with nengo_onnx.Simulator(net, minibatch_size=2, progress_bar=False) as sim:
             sim.tensorboard = logdir  # Simulator(..., tensorboard=logdir)
-            first = sim.train(data, optimizers.SGD(0.01), n_epochs=2,
-                              summaries=["loss", net.conn, net.ens, net.ens.neurons])
+            first = sim.train(
+                data,
+                optimizers.SGD(0.01),
+                n_epochs=2,
+                summaries=["loss", net.conn, net.ens, net.ens.neurons],
+            )
             sim.train(data, optimizers.SGD(0.01), summaries=["loss"])
             sim.train(data, optimizers.SGD(0.01), summaries=["loss"])
             weights = np.array(sim.data[net.conn].weights)
     assert sorted(os.listdir(logdir)) == ["run_0", "run_1"]
     events = summaries.read_run(os.path.join(logdir, "run_1"))
     tags = {tag for _, tag, _ in events}
-    assert tags == {"loss", "loss_1", "loss_2", "decode.weights", "ens.encoders",
-                    "ens.neurons.bias"}
+    assert tags == {
+        "loss",
+        "loss_1",
+        "loss_2",
+        "decode.weights",
+        "ens.encoders",
+        "ens.neurons.bias",
+    }
     losses = [v for _, tag, v in events if tag == "loss"]
     assert len(losses) == 4  # 2 epochs x 2 minibatches
     assert np.isclose(np.mean(losses[:2]), first["loss"][0], rtol=1e-6)
@@ -272,8 +289,16 @@ def trained_names(net):
         return {p.name for p in trainable.trainable_params(sim.program)}
 
 
-ALL = {"a.encoders", "a.neurons.bias", "b.encoders", "b.neurons.bias", "x.encoders",
-       "x.neurons.bias", "ab.weights", "bx.weights"}
+ALL = {
+    "a.encoders",
+    "a.neurons.bias",
+    "b.encoders",
+    "b.neurons.bias",
+    "x.encoders",
+    "x.neurons.bias",
+    "ab.weights",
+    "bx.weights",
+}
 
 
 def sub_off_inside(net):
@@ -281,32 +306,62 @@ def sub_off_inside(net):
         nengo_onnx.configure_settings(trainable=False)
 
 
-@pytest.mark.parametrize("configure, expected", [
-    (lambda net: None, ALL),
-    (lambda net: setattr(net.config[net.a], "trainable", False),
-     ALL - {"a.encoders", "a.neurons.bias"}),
-    (lambda net: (setattr(net.config[net.a], "trainable", False),
-                  setattr(net.config[net.a.neurons], "trainable", True)),
-     ALL - {"a.encoders"}),
-    (lambda net: setattr(net.config[net.b.neurons], "trainable", False),
-     ALL - {"b.neurons.bias"}),
-    (lambda net: setattr(net.config[nengo.Ensemble], "trainable", False),
-     {"ab.weights", "bx.weights"}),
-    (lambda net: (setattr(net.config[nengo.Ensemble], "trainable", False),
-                  setattr(net.config[net.b], "trainable", True)),
-     {"ab.weights", "bx.weights", "b.encoders", "b.neurons.bias"}),
-    (lambda net: setattr(net.config[nengo.Connection], "trainable", False),
-     ALL - {"ab.weights", "bx.weights"}),
-    (lambda net: setattr(net.config[nengo.ensemble.Neurons], "trainable", False),
-     ALL - {"a.neurons.bias", "b.neurons.bias", "x.neurons.bias"}),
-    (lambda net: setattr(net.config[net.sub], "trainable", False),
-     ALL - {"x.encoders", "x.neurons.bias"}),
-    (sub_off_inside, ALL - {"x.encoders", "x.neurons.bias"}),
-    (lambda net: (sub_off_inside(net), setattr(net.sub.config[net.x], "trainable", True)),
-     ALL),
-    (lambda net: (setattr(net.config[net.sub], "trainable", False),
-                  setattr(net.config[net.x], "trainable", True)), ALL),
-])
+@pytest.mark.parametrize(
+    "configure, expected",
+    [
+        (lambda net: None, ALL),
+        (
+            lambda net: setattr(net.config[net.a], "trainable", False),
+            ALL - {"a.encoders", "a.neurons.bias"},
+        ),
+        (
+            lambda net: (
+                setattr(net.config[net.a], "trainable", False),
+                setattr(net.config[net.a.neurons], "trainable", True),
+            ),
+            ALL - {"a.encoders"},
+        ),
+        (
+            lambda net: setattr(net.config[net.b.neurons], "trainable", False),
+            ALL - {"b.neurons.bias"},
+        ),
+        (
+            lambda net: setattr(net.config[nengo.Ensemble], "trainable", False),
+            {"ab.weights", "bx.weights"},
+        ),
+        (
+            lambda net: (
+                setattr(net.config[nengo.Ensemble], "trainable", False),
+                setattr(net.config[net.b], "trainable", True),
+            ),
+            {"ab.weights", "bx.weights", "b.encoders", "b.neurons.bias"},
+        ),
+        (
+            lambda net: setattr(net.config[nengo.Connection], "trainable", False),
+            ALL - {"ab.weights", "bx.weights"},
+        ),
+        (
+            lambda net: setattr(net.config[nengo.ensemble.Neurons], "trainable", False),
+            ALL - {"a.neurons.bias", "b.neurons.bias", "x.neurons.bias"},
+        ),
+        (
+            lambda net: setattr(net.config[net.sub], "trainable", False),
+            ALL - {"x.encoders", "x.neurons.bias"},
+        ),
+        (sub_off_inside, ALL - {"x.encoders", "x.neurons.bias"}),
+        (
+            lambda net: (sub_off_inside(net), setattr(net.sub.config[net.x], "trainable", True)),
+            ALL,
+        ),
+        (
+            lambda net: (
+                setattr(net.config[net.sub], "trainable", False),
+                setattr(net.config[net.x], "trainable", True),
+            ),
+            ALL,
+        ),
+    ],
+)
 def test_trainable_config(configure, expected):
     net = config_net()
     configure(net)
@@ -371,22 +426,29 @@ def validation_net():
     return net
 
 
-@pytest.mark.parametrize("make_data, match", [
-    (lambda n, x, y: {n.inp: x[:, :, :1], n.p: y}, r"\(n_inputs, n_steps, 2\)"),
-    (lambda n, x, y: {n.inp: x[:, :2], n.p: y}, "same n_steps"),
-    (lambda n, x, y: {n.inp: x[:3], n.p: y[:3]}, "divisible by minibatch_size"),
-    (lambda n, x, y: {n.inp: x[:2], n.p: y}, "same n_inputs"),
-    (lambda n, x, y: {n.inp: x}, "no targets"),
-    (lambda n, x, y: {n.inner: x, n.p: y}, "size_in == 0"),
-    (lambda n, x, y: {nengo.Node([0], add_to_container=False): x, n.p: y},
-     "belongs to another network"),
-    (lambda n, x, y: {n.inp: x, nengo.Probe(n.ens, add_to_container=False): y},
-     "not a probe of this"),
-    (lambda n, x, y: {n.inp: x[0], n.p: y}, r"\(n_inputs, n_steps, 2\)"),
-    (lambda n, x, y: {n.inp: np.full_like(x, np.nan), n.p: y}, "NaN"),
-    (lambda n, x, y: {n.ens: x, n.p: y}, "input Nodes or Probes"),
-    (lambda n, x, y: {}, "non-empty"),
-])
+@pytest.mark.parametrize(
+    "make_data, match",
+    [
+        (lambda n, x, y: {n.inp: x[:, :, :1], n.p: y}, r"\(n_inputs, n_steps, 2\)"),
+        (lambda n, x, y: {n.inp: x[:, :2], n.p: y}, "same n_steps"),
+        (lambda n, x, y: {n.inp: x[:3], n.p: y[:3]}, "divisible by minibatch_size"),
+        (lambda n, x, y: {n.inp: x[:2], n.p: y}, "same n_inputs"),
+        (lambda n, x, y: {n.inp: x}, "no targets"),
+        (lambda n, x, y: {n.inner: x, n.p: y}, "size_in == 0"),
+        (
+            lambda n, x, y: {nengo.Node([0], add_to_container=False): x, n.p: y},
+            "belongs to another network",
+        ),
+        (
+            lambda n, x, y: {n.inp: x, nengo.Probe(n.ens, add_to_container=False): y},
+            "not a probe of this",
+        ),
+        (lambda n, x, y: {n.inp: x[0], n.p: y}, r"\(n_inputs, n_steps, 2\)"),
+        (lambda n, x, y: {n.inp: np.full_like(x, np.nan), n.p: y}, "NaN"),
+        (lambda n, x, y: {n.ens: x, n.p: y}, "input Nodes or Probes"),
+        (lambda n, x, y: {}, "non-empty"),
+    ],
+)
 def test_data_errors(rng, make_data, match):
     net = validation_net()
     x, y = square_data(rng, n=4)

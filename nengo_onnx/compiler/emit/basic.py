@@ -122,8 +122,9 @@ def emit_bsr_dot_inc(op, ctx):
         ctx.inc(op.Y, ctx.reshape(value, ctx.shape(op.Y, True)))
         return
     x_blocks = ctx.reshape(x, [ctx.B, -1, c] if x_b else [-1, c])
-    gathered = ctx.node("Gather", [x_blocks, ctx.const(np.asarray(op.indices))],
-                        axis=1 if x_b else 0)  # [(B,) k, c]
+    gathered = ctx.node(
+        "Gather", [x_blocks, ctx.const(np.asarray(op.indices))], axis=1 if x_b else 0
+    )  # [(B,) k, c]
     gathered = ctx.reshape(gathered, [ctx.B, k, c, 1] if x_b else [k, c, 1])
     products = ctx.node("MatMul", [a, gathered])  # [(B,) k, r, 1]
     batched = x_b or ctx.batched(op.A)
@@ -131,7 +132,7 @@ def emit_bsr_dot_inc(op, ctx):
     products = ctx.reshape(products, lead + [k, r])
     rows = np.zeros((n_rows, k), dtype=ctx.dtype)
     for row in range(n_rows):
-        rows[row, op.indptr[row]:op.indptr[row + 1]] = 1
+        rows[row, op.indptr[row] : op.indptr[row + 1]] = 1
     if np.array_equal(rows, np.eye(n_rows, k)):
         value = products  # one block per row, in order: no sum needed
     else:
@@ -160,11 +161,12 @@ def _bsr_dense_t(op, ctx, a):
         rows = np.zeros((n_rows, k))
         cols = np.zeros((k, n_cols))
         for row in range(n_rows):
-            rows[row, op.indptr[row]:op.indptr[row + 1]] = 1
+            rows[row, op.indptr[row] : op.indptr[row + 1]] = 1
         cols[np.arange(k), op.indices] = 1
         # placed[k, a, j, b] = A[k, a, b] * (block k sits in block column j)
-        placed = ctx.node("Mul", [ctx.reshape(a, [k, r, 1, c]),
-                                  ctx.const(cols.reshape(k, 1, n_cols, 1))])
+        placed = ctx.node(
+            "Mul", [ctx.reshape(a, [k, r, 1, c]), ctx.const(cols.reshape(k, 1, n_cols, 1))]
+        )
         dense = ctx.node("MatMul", [ctx.const(rows), ctx.reshape(placed, [k, r * n_cols * c])])
         dense = ctx.reshape(dense, [n_rows * r, n_cols * c])
         ctx.cache[key] = ctx.known_shape(ctx.node("Transpose", [dense]), (n_cols * c, n_rows * r))

@@ -44,8 +44,9 @@ class EmitContext:
         ``None`` means the defaults.
     """
 
-    def __init__(self, graph, signals, dtype, minibatch_size, dt, n_steps=1, training=False,
-                 settings=None):
+    def __init__(
+        self, graph, signals, dtype, minibatch_size, dt, n_steps=1, training=False, settings=None
+    ):
         self.graph = graph
         # training graphs replace spiking neurons by their rate forms (NengoDL's way)
         self.training = training
@@ -240,7 +241,7 @@ class EmitContext:
         )
         shape = self.graph.shapes.get(value)
         if shape is not None:
-            self.known_shape(out, shape[:axis] + (stop - start,) + shape[axis + 1:])
+            self.known_shape(out, shape[:axis] + (stop - start,) + shape[axis + 1 :])
         return out
 
     def _invalidate(self, base):
@@ -263,7 +264,8 @@ class EmitContext:
         if self.t not in parts:
             step = self.const(np.array(self.t, dtype=np.int64))
             parts[self.t] = self.known_shape(
-                self.node("Gather", [name, step], axis=1), (self.B, *shape))
+                self.node("Gather", [name, step], axis=1), (self.B, *shape)
+            )
         return parts[self.t]
 
     @property

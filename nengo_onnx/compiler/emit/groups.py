@@ -10,7 +10,7 @@ from nengo_onnx.compiler.operators import LinearFilterGroup, SetMixin
 def _parent_emitter(op):
     """The emitter of the increment that a set form (`.SetMixin`) comes from."""
     mro = type(op).__mro__
-    for cls in mro[mro.index(SetMixin) + 1:]:
+    for cls in mro[mro.index(SetMixin) + 1 :]:
         if cls in EMITTERS:
             return EMITTERS[cls]
     return None, None
@@ -78,8 +78,12 @@ def _concat(ctx, values, axis):
 def _split(ctx, value, sizes, axis):
     if len(sizes) == 1:
         return [value]
-    return ctx.node("Split", [value, ctx.const(np.asarray(sizes, dtype=np.int64))],
-                    n_outputs=len(sizes), axis=axis)
+    return ctx.node(
+        "Split",
+        [value, ctx.const(np.asarray(sizes, dtype=np.int64))],
+        n_outputs=len(sizes),
+        axis=axis,
+    )
 
 
 def _filter(ctx, A, B, C, D, u, X):
@@ -92,15 +96,25 @@ def _filter(ctx, A, B, C, D, u, X):
     n = A.shape[0]
     no_d = (D == 0).all()
     if n == 1 and no_d:
-        X_new = ctx.node("Add", [ctx.node("Mul", [X, ctx.scalar(A.item())]),
-                                 ctx.node("Mul", [u, ctx.scalar(C.item() * B.item())])])
+        X_new = ctx.node(
+            "Add",
+            [
+                ctx.node("Mul", [X, ctx.scalar(A.item())]),
+                ctx.node("Mul", [u, ctx.scalar(C.item() * B.item())]),
+            ],
+        )
         return X_new, X_new
     AX = ctx.node("MatMul", [ctx.const(A), X])
     X_new = ctx.node("Add", [AX, ctx.node("Mul", [ctx.const(B.reshape(n, 1)), u])])
     if no_d:
         return X_new, ctx.node("MatMul", [ctx.const(C.reshape(1, n)), X_new])
-    y = ctx.node("Add", [ctx.node("MatMul", [ctx.const(C.reshape(1, n)), X]),
-                         ctx.node("Mul", [u, ctx.scalar(D.item())])])
+    y = ctx.node(
+        "Add",
+        [
+            ctx.node("MatMul", [ctx.const(C.reshape(1, n)), X]),
+            ctx.node("Mul", [u, ctx.scalar(D.item())]),
+        ],
+    )
     return X_new, y
 
 
@@ -123,8 +137,9 @@ def _take(ctx, value, idx, size):
     if np.array_equal(idx, np.arange(start, start + idx.size)):
         if idx.size == size:
             return value
-        return ctx.node("Slice", [value, ctx.const([start]), ctx.const([start + idx.size]),
-                                  ctx.const([1])])
+        return ctx.node(
+            "Slice", [value, ctx.const([start]), ctx.const([start + idx.size]), ctx.const([1])]
+        )
     return ctx.node("Gather", [value, ctx.const(idx)], axis=1)
 
 
@@ -172,8 +187,14 @@ def emit_linear_filter_group(op, ctx):
         y = ctx.node("Mul", [u, ctx.scalar(D.item())])
     else:
         n = A.shape[0]
-        X = _concat(ctx, [ctx.reshape(ctx.read_batched(sig), [ctx.B, n, size])
-                          for sig, size in zip(op.states, sizes)], axis=2)
+        X = _concat(
+            ctx,
+            [
+                ctx.reshape(ctx.read_batched(sig), [ctx.B, n, size])
+                for sig, size in zip(op.states, sizes)
+            ],
+            axis=2,
+        )
         X_new, y = _filter(ctx, A, B, C, D, u, X)
         for sig, value in zip(op.states, _split(ctx, X_new, sizes, axis=2)):
             ctx.set(sig, ctx.reshape(value, [ctx.B, *sig.shape]))

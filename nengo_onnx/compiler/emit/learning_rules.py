@@ -54,12 +54,14 @@ def emit_sim_oja(op, ctx):
     ``W`` is the connection's (learned) weight matrix.
     """
     m, n = op.post_filtered.shape[0], op.pre_filtered.shape[0]
-    post = ctx.node("Mul", [ctx.scalar(op.learning_rate * ctx.dt),
-                            ctx.read_batched(op.post_filtered)])
+    post = ctx.node(
+        "Mul", [ctx.scalar(op.learning_rate * ctx.dt), ctx.read_batched(op.post_filtered)]
+    )
     post_squared = ctx.node("Mul", [post, ctx.read_batched(op.post_filtered)])
     weights = ctx.reshape(ctx.read_batched(op.weights), [ctx.B, m, n])
-    forget = ctx.node("Mul", [ctx.node("Mul", [ctx.scalar(-op.beta), weights]),
-                              _column(ctx, post_squared, m)])
+    forget = ctx.node(
+        "Mul", [ctx.node("Mul", [ctx.scalar(-op.beta), weights]), _column(ctx, post_squared, m)]
+    )
     update = outer(ctx, post, m, ctx.read_batched(op.pre_filtered), n)
     ctx.update(op.delta, ctx.node("Add", [forget, update]))
 

@@ -234,8 +234,9 @@ def emit_lif(neurons, ctx, J, state):
     ref = _sub(ctx, ref, ctx.scalar(dt))
     partial = ctx.node("Greater", [ref, zero])
     delta_t = ctx.node("Clip", [_sub(ctx, ctx.scalar(dt), ref), zero, ctx.scalar(dt)])
-    partial_decay = _sub(ctx, ctx.node("Exp", [_mul(ctx, delta_t, _param(ctx, -1 / tau_rc))]),
-                         ctx.scalar(1.0))
+    partial_decay = _sub(
+        ctx, ctx.node("Exp", [_mul(ctx, delta_t, _param(ctx, -1 / tau_rc))]), ctx.scalar(1.0)
+    )
     decay = ctx.node("Where", [partial, partial_decay, _param(ctx, np.expm1(-dt / tau_rc))])
     v = _sub(ctx, v, _mul(ctx, _sub(ctx, J, v), decay))
     spiked = ctx.node("Greater", [v, ctx.scalar(1.0)])
@@ -243,8 +244,9 @@ def emit_lif(neurons, ctx, J, state):
     j_minus_1 = ctx.node("Max", [_sub(ctx, J, ctx.scalar(1.0)), ctx.scalar(1e-6)])
     frac = ctx.node("Div", [_sub(ctx, ctx.scalar(1.0), v), j_minus_1])
     log1p = ctx.node("Log", [_add(ctx, ctx.scalar(1.0), frac)])
-    spike_ref = _add(ctx, _mul(ctx, log1p, _param(ctx, tau_rc)),
-                     _param(ctx, np.asarray(neurons.tau_ref) + dt))
+    spike_ref = _add(
+        ctx, _mul(ctx, log1p, _param(ctx, tau_rc)), _param(ctx, np.asarray(neurons.tau_ref) + dt)
+    )
     ref = ctx.node("Where", [spiked, spike_ref, ref])
     v = ctx.node("Where", [spiked, zero, ctx.node("Max", [v, _param(ctx, neurons.min_voltage)])])
     return output, {"voltage": v, "refractory_time": ref}
@@ -302,8 +304,11 @@ def emit_izhikevich(neurons, ctx, J, state):
     spiked = ctx.node("GreaterOrEqual", [v, ctx.scalar(30.0)])
     output = ctx.node("Where", [spiked, ctx.scalar(1.0 / ctx.dt), ctx.scalar(0.0)])
     v = ctx.node("Where", [spiked, _param(ctx, neurons.reset_voltage), v])
-    du = _mul(ctx, _param(ctx, neurons.tau_recovery),
-              _sub(ctx, _mul(ctx, _param(ctx, neurons.coupling), v), u))
+    du = _mul(
+        ctx,
+        _param(ctx, neurons.tau_recovery),
+        _sub(ctx, _mul(ctx, _param(ctx, neurons.coupling), v), u),
+    )
     u = _add(ctx, u, _mul(ctx, _mul(ctx, du, ctx.scalar(1000.0)), dt))
     u = ctx.node("Where", [spiked, _add(ctx, u, _param(ctx, neurons.reset_recovery)), u])
     return output, {"voltage": v, "recovery": u}
@@ -383,14 +388,16 @@ def _poisson(ctx, lam, u1, u2):
     below = ctx.node("Cast", [ctx.node("Less", [cdf, u3])], to=_onnx_float(ctx))
     small = ctx.node("ReduceSum", [below, ctx.const(np.array([-1]))], keepdims=0)
 
-    radius = ctx.node("Sqrt", [_mul(ctx, ctx.scalar(-2.0), ctx.node("Log", [
-        _sub(ctx, ctx.scalar(1.0), u1)])), ])  # 1 - u1 is in (0, 1]
+    radius = ctx.node(
+        "Sqrt",
+        [
+            _mul(ctx, ctx.scalar(-2.0), ctx.node("Log", [_sub(ctx, ctx.scalar(1.0), u1)])),
+        ],
+    )  # 1 - u1 is in (0, 1]
     z = _mul(ctx, radius, _cos(ctx, _mul(ctx, ctx.scalar(2 * np.pi), u2)))
-    normal = _add(ctx, _add(ctx, lam, _mul(ctx, ctx.node("Sqrt", [lam_safe]), z)),
-                  ctx.scalar(0.5))
+    normal = _add(ctx, _add(ctx, lam, _mul(ctx, ctx.node("Sqrt", [lam_safe]), z)), ctx.scalar(0.5))
     large = ctx.node("Relu", [ctx.node("Floor", [normal])])
-    return ctx.node("Where", [ctx.node("Less", [lam, ctx.scalar(POISSON_NORMAL)]), small,
-                              large])
+    return ctx.node("Where", [ctx.node("Less", [lam, ctx.scalar(POISSON_NORMAL)]), small, large])
 
 
 def _cos(ctx, x):
@@ -475,8 +482,9 @@ def emit_adaptive_lif_training(neurons, ctx, J, state):
         return _adaptive_lif_rate_training(neurons, ctx, J, state)
     n = state["adaptation"]
     lif_state = {k: v for k, v in state.items() if k != "adaptation"}
-    output, new_state = spiking(ctx, neurons, emit_lif, _sub(ctx, J, n), lif_state, mode,
-                                name="LIF")
+    output, new_state = spiking(
+        ctx, neurons, emit_lif, _sub(ctx, J, n), lif_state, mode, name="LIF"
+    )
     new_state["adaptation"] = _adapt(ctx, neurons, n, output)
     return output, new_state
 

@@ -36,8 +36,9 @@ def _rename_node(node, rename):
 
 
 def _cast(ctx, value, src, dst):
-    return value if np.dtype(src) == np.dtype(dst) else ctx.node(
-        "Cast", [value], to=onnx_dtype(dst))
+    return (
+        value if np.dtype(src) == np.dtype(dst) else ctx.node("Cast", [value], to=onnx_dtype(dst))
+    )
 
 
 def _constants(op, ctx):
@@ -65,7 +66,8 @@ def _params(op, ctx):
         key = ("onnx_node.param", value, spec.param_dtypes[name])
         if key not in ctx.cache:
             ctx.cache[key] = ctx.known_shape(
-                _cast(ctx, value, ctx.dtype, spec.param_dtypes[name]), sig.shape)
+                _cast(ctx, value, ctx.dtype, spec.param_dtypes[name]), sig.shape
+            )
         values[name] = ctx.cache[key]
     return values
 
@@ -108,13 +110,20 @@ def emit_onnx_node(op, ctx):
     x = _cast(ctx, ctx.read_batched(op.x), ctx.dtype, spec.in_dtype)
     hint = f"{op.name}.t{ctx.t}"
     if spec.batched:
-        items = [(ctx.B, ctx.reshape(ctx.known_shape(x, (ctx.B, spec.size_in)),
-                                     (ctx.B, *spec.in_shape)))]
+        items = [
+            (
+                ctx.B,
+                ctx.reshape(ctx.known_shape(x, (ctx.B, spec.size_in)), (ctx.B, *spec.in_shape)),
+            )
+        ]
     else:
         items = []
         for i in range(ctx.B):
-            xi = x if ctx.B == 1 else ctx.node(
-                "Slice", [x, ctx.const([i]), ctx.const([i + 1]), ctx.const([0])])
+            xi = (
+                x
+                if ctx.B == 1
+                else ctx.node("Slice", [x, ctx.const([i]), ctx.const([i + 1]), ctx.const([0])])
+            )
             xi = ctx.reshape(ctx.known_shape(xi, (1, spec.size_in)), (1, *spec.in_shape))
             items.append((1, xi))
     outputs = []

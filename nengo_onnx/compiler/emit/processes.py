@@ -64,10 +64,13 @@ def emit_linear_filter(op, ctx):
     no_d = (D == 0).all()
     if n == 1 and no_d:
         # OneX: Nengo keeps the state scaled by C, so that the output is the state
-        X_new = ctx.node("Add", [
-            ctx.node("Mul", [X, ctx.scalar(A.item())]),
-            ctx.node("Mul", [u, ctx.scalar(C.item() * B.item())]),
-        ])
+        X_new = ctx.node(
+            "Add",
+            [
+                ctx.node("Mul", [X, ctx.scalar(A.item())]),
+                ctx.node("Mul", [u, ctx.scalar(C.item() * B.item())]),
+            ],
+        )
         y = X_new
     else:
         AX = ctx.node("MatMul", [ctx.const(A), X])
@@ -77,10 +80,13 @@ def emit_linear_filter(op, ctx):
             # NoD: the input reaches the output in the same step
             y = ctx.node("MatMul", [Crow, X_new])
         else:
-            y = ctx.node("Add", [
-                ctx.node("MatMul", [Crow, X]),
-                ctx.node("Mul", [u, ctx.scalar(D.item())]),
-            ])
+            y = ctx.node(
+                "Add",
+                [
+                    ctx.node("MatMul", [Crow, X]),
+                    ctx.node("Mul", [u, ctx.scalar(D.item())]),
+                ],
+            )
     ctx.update(X_sig, ctx.reshape(X_new, [ctx.B, *X_sig.shape]))
     _write(ctx, op, ctx.reshape(y, [ctx.B, *shape]))
 
@@ -116,4 +122,3 @@ def emit_triangle(op, ctx):
     ctx.update(X_sig, ctx.reshape(X, [ctx.B, *X_sig.shape]))
     ctx.update(Xi_sig, ctx.reshape(Xi, [ctx.B, *Xi_sig.shape]))
     _write(ctx, op, ctx.reshape(Y, [ctx.B, *shape]))
-

@@ -17,8 +17,9 @@ def emitter(*op_types, supports=None):
     def register(fn):
         for op_type in op_types:
             if op_type in EMITTERS:
-                warnings.warn(f"Type '{op_type.__name__}' already has an emitter. Overwriting.",
-                              stacklevel=2)
+                warnings.warn(
+                    f"Type '{op_type.__name__}' already has an emitter. Overwriting.", stacklevel=2
+                )
             EMITTERS[op_type] = (fn, supports)
         return fn
 

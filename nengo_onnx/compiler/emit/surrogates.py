@@ -120,21 +120,26 @@ def _soft_lif_nodes(d, J, tau_rc, tau_ref, amplitude, sigma):
     e = d.op("Exp", d.op("Neg", d.op("Abs", xs)))
     tail = _log1p_nodes(d, e, one)
     z = d.op("Mul", d.op("Add", d.op("Relu", xs), tail), sigma)
-    q = d.op("Where", valid, d.op("Log", d.op("Add", one, d.op("Reciprocal", z))),
-             d.op("Sub", d.op("Neg", x), d.op("Log", sigma)))
+    q = d.op(
+        "Where",
+        valid,
+        d.op("Log", d.op("Add", one, d.op("Reciprocal", z))),
+        d.op("Sub", d.op("Neg", x), d.op("Log", sigma)),
+    )
     r = d.op("Reciprocal", d.op("Add", tau_ref, d.op("Mul", tau_rc, q)))
-    ratio = d.op("Where", valid,
-                 d.op("Div", _sigmoid_nodes(d, xs, e, one),
-                      d.op("Mul", z, d.op("Add", z, one))),
-                 d.op("Reciprocal", sigma))
+    ratio = d.op(
+        "Where",
+        valid,
+        d.op("Div", _sigmoid_nodes(d, xs, e, one), d.op("Mul", z, d.op("Add", z, one))),
+        d.op("Reciprocal", sigma),
+    )
     return d.op("Mul", d.op("Mul", d.op("Mul", tau_rc, amplitude), d.op("Mul", r, r)), ratio)
 
 
 def _sigmoid_nodes(d, x, e, one):
     """``sigmoid(x)`` from ``e = exp(-|x|)``; onnxruntime's Sigmoid is off by up to 50 %
     below ``x = -15``, where the surrogates still need it."""
-    return d.op("Div", d.op("Where", d.op("Less", x, d.const(0.0)), e, one),
-                d.op("Add", one, e))
+    return d.op("Div", d.op("Where", d.op("Less", x, d.const(0.0)), e, one), d.op("Add", one, e))
 
 
 def _log1p_nodes(d, x, one):
@@ -203,17 +208,33 @@ def _np_soft_lif_rate(J, tau_rc, tau_ref, amplitude, sigma):
 
 
 DERIVATIVES = {
-    d.name: d for d in [
-        Derivative("LIFRate", ("tau_rc", "tau_ref", "amplitude"), _lif_rate_nodes,
-                   _np_lif_rate),
-        Derivative("SoftLIF", ("tau_rc", "tau_ref", "amplitude", "sigma"), _soft_lif_nodes,
-                   _np_soft_lif_rate),
-        Derivative("ReLU", ("amplitude",), _relu_nodes,
-                   lambda J, amplitude: amplitude * np.maximum(J, 0.0)),
-        Derivative("Softplus", ("amplitude", "sigma"), _softplus_nodes,
-                   lambda J, amplitude, sigma: amplitude * sigma * _softplus(J / sigma)),
-        Derivative("Linear", ("amplitude",), _linear_nodes,
-                   lambda J, amplitude: amplitude * np.asarray(J, dtype=np.float64)),
+    d.name: d
+    for d in [
+        Derivative("LIFRate", ("tau_rc", "tau_ref", "amplitude"), _lif_rate_nodes, _np_lif_rate),
+        Derivative(
+            "SoftLIF",
+            ("tau_rc", "tau_ref", "amplitude", "sigma"),
+            _soft_lif_nodes,
+            _np_soft_lif_rate,
+        ),
+        Derivative(
+            "ReLU",
+            ("amplitude",),
+            _relu_nodes,
+            lambda J, amplitude: amplitude * np.maximum(J, 0.0),
+        ),
+        Derivative(
+            "Softplus",
+            ("amplitude", "sigma"),
+            _softplus_nodes,
+            lambda J, amplitude, sigma: amplitude * sigma * _softplus(J / sigma),
+        ),
+        Derivative(
+            "Linear",
+            ("amplitude",),
+            _linear_nodes,
+            lambda J, amplitude: amplitude * np.asarray(J, dtype=np.float64),
+        ),
     ]
 }
 
@@ -225,13 +246,15 @@ def _lif_rate_from_output_nodes(d, J, tau_rc_over_amplitude):
     one = d.const(1.0)
     x = d.op("Max", d.op("Sub", J, one), d.const(1e-30))
     squared = d.op("Mul", "O(0)", "O(0)")
-    return d.op("Div", d.op("Mul", squared, tau_rc_over_amplitude),
-                d.op("Mul", x, d.op("Add", x, one)))
+    return d.op(
+        "Div", d.op("Mul", squared, tau_rc_over_amplitude), d.op("Mul", x, d.op("Add", x, one))
+    )
 
 
 #: LIFRate's gradient from its output (for rate LIF neurons in training graphs).
 LIF_RATE_FROM_OUTPUT = Derivative(
-    "FromOutput", ("tau_rc_over_amplitude",), _lif_rate_from_output_nodes, None)
+    "FromOutput", ("tau_rc_over_amplitude",), _lif_rate_from_output_nodes, None
+)
 
 
 def derivative_for(neurons, mode, smoothing):
@@ -239,8 +262,11 @@ def derivative_for(neurons, mode, smoothing):
     if isinstance(neurons, nn.RatesToSpikesNeuronType):
         return DERIVATIVES["Linear"], {"amplitude": neurons.amplitude}
     if isinstance(neurons, nn.LIF):
-        params = {"tau_rc": neurons.tau_rc, "tau_ref": neurons.tau_ref,
-                  "amplitude": neurons.amplitude}
+        params = {
+            "tau_rc": neurons.tau_rc,
+            "tau_ref": neurons.tau_ref,
+            "amplitude": neurons.amplitude,
+        }
         sigma = smoothing if mode == "rate" else smoothing or DEFAULT_SIGMA
         if sigma is None:
             return DERIVATIVES["LIFRate"], params
@@ -248,10 +274,13 @@ def derivative_for(neurons, mode, smoothing):
     if isinstance(neurons, nn.SpikingRectifiedLinear):
         if mode == "rate":
             return DERIVATIVES["ReLU"], {"amplitude": neurons.amplitude}
-        return DERIVATIVES["Softplus"], {"amplitude": neurons.amplitude,
-                                         "sigma": smoothing or DEFAULT_SIGMA}
-    raise ValidationError(f"no rate gradient for {type(neurons).__name__}",
-                          attr="spiking_gradient")
+        return DERIVATIVES["Softplus"], {
+            "amplitude": neurons.amplitude,
+            "sigma": smoothing or DEFAULT_SIGMA,
+        }
+    raise ValidationError(
+        f"no rate gradient for {type(neurons).__name__}", attr="spiking_gradient"
+    )
 
 
 # -- the spiking op --------------------------------------------------------------------------
@@ -276,8 +305,7 @@ def lif_rate(ctx, neurons, forward, J):
     if np.any(amplitude == 0):
         return None
     values = {"tau_rc_over_amplitude": np.asarray(neurons.tau_rc) / amplitude}
-    return custom_gradient(ctx, neurons, forward, J, {}, LIF_RATE_FROM_OUTPUT, values,
-                           "LIFRate")
+    return custom_gradient(ctx, neurons, forward, J, {}, LIF_RATE_FROM_OUTPUT, values, "LIFRate")
 
 
 def custom_gradient(ctx, neurons, forward, J, state, derivative, values, name=None):
@@ -318,10 +346,10 @@ def custom_gradient(ctx, neurons, forward, J, state, derivative, values, name=No
         for value in node.input:
             if value and value not in produced and value not in inputs:
                 inputs.append(value)
-    op_type = _function(graph, name or type(neurons).__name__, derivative, body, inputs,
-                        outputs)
-    node = helper.make_node(op_type, inputs, outputs, name=graph.unique(f"n_{op_type}"),
-                            domain=DOMAIN)
+    op_type = _function(graph, name or type(neurons).__name__, derivative, body, inputs, outputs)
+    node = helper.make_node(
+        op_type, inputs, outputs, name=graph.unique(f"n_{op_type}"), domain=DOMAIN
+    )
     if graph.doc:
         node.doc_string = graph.doc
     graph.nodes.append(node)
@@ -356,16 +384,25 @@ def _function(graph, label, derivative, body, inputs, outputs):
     for i, node in enumerate(body):
         for out in node.output:
             names.setdefault(out, f"t{len(names)}")
-        copy = helper.make_node(node.op_type, [names.get(v, v) if v else v for v in node.input],
-                                [names[v] for v in node.output], name=f"n{i}",
-                                domain=node.domain)
+        copy = helper.make_node(
+            node.op_type,
+            [names.get(v, v) if v else v for v in node.input],
+            [names[v] for v in node.output],
+            name=f"n{i}",
+            domain=node.domain,
+        )
         copy.attribute.extend(node.attribute)
         nodes.append(copy)
     opset = [helper.make_opsetid("", graph.opset)]
-    proto = helper.make_function(DOMAIN, "F", formal, [f"y{i}" for i in range(len(outputs))],
-                                 nodes, opset)
-    digest = hashlib.sha1(derivative.name.encode() + b"\0" + repr(derivative.params).encode()
-                          + proto.SerializeToString(deterministic=True)).hexdigest()[:12]
+    proto = helper.make_function(
+        DOMAIN, "F", formal, [f"y{i}" for i in range(len(outputs))], nodes, opset
+    )
+    digest = hashlib.sha1(
+        derivative.name.encode()
+        + b"\0"
+        + repr(derivative.params).encode()
+        + proto.SerializeToString(deterministic=True)
+    ).hexdigest()[:12]
     op_type = f"{label}_{derivative.name}_{digest}"
     proto.name = op_type
     if not any(f.name == op_type and f.domain == DOMAIN for f in graph.functions):

@@ -53,8 +53,9 @@ def _output_from_channels_first(ctx, y, shape):
 def _kernel(ctx, op):
     """Nengo's kernel ``(*kernel_size, C_in, C_out)`` as ONNX's ``(C_out, C_in, *kernel_size)``."""
     if ctx.batched(op.W):
-        raise BuildError(f"{op}: convolution kernels that change during the simulation "
-                         "are not supported")
+        raise BuildError(
+            f"{op}: convolution kernels that change during the simulation are not supported"
+        )
     d = op.conv.dimensions
     return ctx.node("Transpose", [ctx.read(op.W)], perm=[d + 1, d, *range(d)])
 
@@ -66,17 +67,27 @@ def emit_conv_inc(op, ctx):
     x = _input_channels_first(ctx, op.X, conv.input_shape)
     w = _kernel(ctx, op)
     pads = []
-    for size, out, stride, k in zip(conv.input_shape.spatial_shape,
-                                    conv.output_shape.spatial_shape, conv.strides,
-                                    conv.kernel_size):
+    for size, out, stride, k in zip(
+        conv.input_shape.spatial_shape,
+        conv.output_shape.spatial_shape,
+        conv.strides,
+        conv.kernel_size,
+    ):
         total = calc_pad(conv.padding, size, out, stride, k)
         pads.append((total // 2, total - total // 2))
     if ctx.dtype == np.float32:
-        y = ctx.node("Conv", [x, w], strides=list(conv.strides), group=conv.groups,
-                     pads=[p[0] for p in pads] + [p[1] for p in pads])
+        y = ctx.node(
+            "Conv",
+            [x, w],
+            strides=list(conv.strides),
+            group=conv.groups,
+            pads=[p[0] for p in pads] + [p[1] for p in pads],
+        )
     else:
-        axis_maps = [np.concatenate([np.full(before, -1), np.arange(size), np.full(after, -1)])
-                     for size, (before, after) in zip(conv.input_shape.spatial_shape, pads)]
+        axis_maps = [
+            np.concatenate([np.full(before, -1), np.arange(size), np.full(after, -1)])
+            for size, (before, after) in zip(conv.input_shape.spatial_shape, pads)
+        ]
         y = correlate_im2col(ctx, x, w, conv, axis_maps, conv.strides, conv.groups)
     ctx.inc(op.Y, _output_from_channels_first(ctx, y, conv.output_shape))
 
@@ -91,16 +102,21 @@ def emit_conv_transpose_inc(op, ctx):
     conv = op.conv
     d = conv.dimensions
     x = _input_channels_first(ctx, op.X, conv.input_shape)
-    axis_maps = [dilate_map(size, out, stride, k, conv.padding) for size, out, stride, k in zip(
-        conv.input_shape.spatial_shape, conv.output_shape.spatial_shape, conv.strides,
-        conv.kernel_size)]
+    axis_maps = [
+        dilate_map(size, out, stride, k, conv.padding)
+        for size, out, stride, k in zip(
+            conv.input_shape.spatial_shape,
+            conv.output_shape.spatial_shape,
+            conv.strides,
+            conv.kernel_size,
+        )
+    ]
     w = _kernel(ctx, op)
     for axis, k in enumerate(conv.kernel_size):
         if k > 1:
             w = ctx.node("Gather", [w, ctx.const(np.arange(k)[::-1])], axis=axis + 2)
     if ctx.dtype == np.float32:
-        for axis, (size, positions) in enumerate(zip(conv.input_shape.spatial_shape,
-                                                     axis_maps)):
+        for axis, (size, positions) in enumerate(zip(conv.input_shape.spatial_shape, axis_maps)):
             if not np.array_equal(positions, np.arange(size)):
                 x = _dilate(ctx, x, size, positions, axis + 2, d + 2)
         y = ctx.node("Conv", [x, w])
@@ -197,4 +213,3 @@ def correlate_im2col(ctx, x, w, conv, axis_maps, strides, groups):
     y = ctx.node("MatMul", [cols, kernel])  # [B, g, P, M / g]
     y = ctx.node("Transpose", [y], perm=[0, 1, 3, 2])  # [B, g, M / g, P]
     return ctx.reshape(y, [ctx.B, M, *out_shape])
-

@@ -42,14 +42,19 @@ def pes_decoded(inp, dtype):
         u = nengo.Node(PresentInput(inp, DT))
         a, b = lif(20, D), rate(15, D)
         nengo.Connection(u, a)
-        conn = nengo.Connection(a, b, function=lambda x: [0] * D,
-                                learning_rule_type=nengo.PES(learning_rate=5e-3))
+        conn = nengo.Connection(
+            a, b, function=lambda x: [0] * D, learning_rule_type=nengo.PES(learning_rate=5e-3)
+        )
         nengo.Connection(b, conn.learning_rule)
         nengo.Connection(u, conn.learning_rule, transform=-1)
         rule = conn.learning_rule
-        probes = [nengo.Probe(b, synapse=0.01), nengo.Probe(conn, "weights"),
-                  nengo.Probe(rule, "delta"), nengo.Probe(rule, "error"),
-                  nengo.Probe(rule, "activities")]
+        probes = [
+            nengo.Probe(b, synapse=0.01),
+            nengo.Probe(conn, "weights"),
+            nengo.Probe(rule, "delta"),
+            nengo.Probe(rule, "error"),
+            nengo.Probe(rule, "activities"),
+        ]
     return net, u, probes
 
 
@@ -60,8 +65,9 @@ def pes_1d(inp, dtype):
         u = nengo.Node(PresentInput(inp, DT))
         a, b = lif(20, 1), rate(10, 1)
         nengo.Connection(u, a)
-        conn = nengo.Connection(a, b, function=lambda x: 0,
-                                learning_rule_type=nengo.PES(learning_rate=5e-3))
+        conn = nengo.Connection(
+            a, b, function=lambda x: 0, learning_rule_type=nengo.PES(learning_rate=5e-3)
+        )
         nengo.Connection(b, conn.learning_rule)
         nengo.Connection(u, conn.learning_rule, transform=-1)
         probes = [nengo.Probe(b, synapse=0.01), nengo.Probe(conn, "weights")]
@@ -79,15 +85,24 @@ def pes_to_neurons(inp, dtype):
         a, b = rate(12, D), rate(10, D)
         nengo.Connection(u, a)
         encoders = np.linspace(-0.5, 0.5, 10 * D).reshape(10, D)
-        c1 = nengo.Connection(a, b.neurons, transform=encoders,
-                              learning_rule_type=nengo.PES(learning_rate=1e-3))
-        c2 = nengo.Connection(a.neurons[::2], b.neurons[2:8], transform=np.full((6, 6), 0.01),
-                              learning_rule_type=nengo.PES(learning_rate=1e-3))
+        c1 = nengo.Connection(
+            a, b.neurons, transform=encoders, learning_rule_type=nengo.PES(learning_rate=1e-3)
+        )
+        c2 = nengo.Connection(
+            a.neurons[::2],
+            b.neurons[2:8],
+            transform=np.full((6, 6), 0.01),
+            learning_rule_type=nengo.PES(learning_rate=1e-3),
+        )
         for c in (c1, c2):
             nengo.Connection(b, c.learning_rule)
             nengo.Connection(u, c.learning_rule, transform=-1)
-        probes = [nengo.Probe(b, synapse=0.01), nengo.Probe(c1, "weights"),
-                  nengo.Probe(c2, "weights"), nengo.Probe(c2.learning_rule, "delta")]
+        probes = [
+            nengo.Probe(b, synapse=0.01),
+            nengo.Probe(c1, "weights"),
+            nengo.Probe(c2, "weights"),
+            nengo.Probe(c2.learning_rule, "delta"),
+        ]
     return net, u, probes
 
 
@@ -98,15 +113,27 @@ def pes_from_neurons(inp, dtype):
         u = nengo.Node(PresentInput(inp, DT))
         a, b, c = lif(16, D), rate(10, D), rate(10, D)
         nengo.Connection(u, a)
-        c1 = nengo.Connection(a.neurons, b, transform=np.zeros((D, 16)),
-                              learning_rule_type=nengo.PES(learning_rate=1e-3))
-        c2 = nengo.Connection(a, c, solver=nengo.solvers.LstsqL2(weights=True),
-                              learning_rule_type=nengo.PES(learning_rate=1e-3, pre_synapse=None))
+        c1 = nengo.Connection(
+            a.neurons,
+            b,
+            transform=np.zeros((D, 16)),
+            learning_rule_type=nengo.PES(learning_rate=1e-3),
+        )
+        c2 = nengo.Connection(
+            a,
+            c,
+            solver=nengo.solvers.LstsqL2(weights=True),
+            learning_rule_type=nengo.PES(learning_rate=1e-3, pre_synapse=None),
+        )
         for post, conn in ((b, c1), (c, c2)):
             nengo.Connection(post, conn.learning_rule)
             nengo.Connection(u, conn.learning_rule, transform=-1)
-        probes = [nengo.Probe(b, synapse=0.01), nengo.Probe(c, synapse=0.01),
-                  nengo.Probe(c1, "weights"), nengo.Probe(c2, "weights")]
+        probes = [
+            nengo.Probe(b, synapse=0.01),
+            nengo.Probe(c, synapse=0.01),
+            nengo.Probe(c1, "weights"),
+            nengo.Probe(c2, "weights"),
+        ]
     return net, u, probes
 
 
@@ -117,17 +144,32 @@ def bcm_oja(inp, dtype):
         u = nengo.Node(PresentInput(inp, DT))
         a, b, c = lif(14, D), rate(10, D), rate(8, D)
         nengo.Connection(u, a)
-        c1 = nengo.Connection(a.neurons, b.neurons, transform=np.full((10, 14), 0.02),
-                              learning_rule_type=nengo.BCM(learning_rate=1e-7))
-        c2 = nengo.Connection(a, c, solver=nengo.solvers.LstsqL2(weights=True),
-                              learning_rule_type=[nengo.Oja(learning_rate=1e-5, beta=2.0),
-                                                  nengo.BCM(learning_rate=1e-8,
-                                                            theta_synapse=0.05)])
+        c1 = nengo.Connection(
+            a.neurons,
+            b.neurons,
+            transform=np.full((10, 14), 0.02),
+            learning_rule_type=nengo.BCM(learning_rate=1e-7),
+        )
+        c2 = nengo.Connection(
+            a,
+            c,
+            solver=nengo.solvers.LstsqL2(weights=True),
+            learning_rule_type=[
+                nengo.Oja(learning_rate=1e-5, beta=2.0),
+                nengo.BCM(learning_rate=1e-8, theta_synapse=0.05),
+            ],
+        )
         bcm, oja = c1.learning_rule, c2.learning_rule[0]
-        probes = [nengo.Probe(b, synapse=0.01), nengo.Probe(c, synapse=0.01),
-                  nengo.Probe(c1, "weights"), nengo.Probe(c2, "weights"),
-                  nengo.Probe(bcm, "theta"), nengo.Probe(bcm, "delta"),
-                  nengo.Probe(oja, "delta"), nengo.Probe(c2.learning_rule[1], "delta")]
+        probes = [
+            nengo.Probe(b, synapse=0.01),
+            nengo.Probe(c, synapse=0.01),
+            nengo.Probe(c1, "weights"),
+            nengo.Probe(c2, "weights"),
+            nengo.Probe(bcm, "theta"),
+            nengo.Probe(bcm, "delta"),
+            nengo.Probe(oja, "delta"),
+            nengo.Probe(c2.learning_rule[1], "delta"),
+        ]
     return net, u, probes
 
 
@@ -142,9 +184,13 @@ def voja(inp, dtype):
         nengo.Connection(learning, conn.learning_rule, synapse=None)
         nengo.Connection(b, out)
         rule = conn.learning_rule
-        probes = [nengo.Probe(out, synapse=0.01), nengo.Probe(b, "scaled_encoders"),
-                  nengo.Probe(rule, "scaled_encoders"), nengo.Probe(rule, "delta"),
-                  nengo.Probe(rule, "post_filtered")]
+        probes = [
+            nengo.Probe(out, synapse=0.01),
+            nengo.Probe(b, "scaled_encoders"),
+            nengo.Probe(rule, "scaled_encoders"),
+            nengo.Probe(rule, "delta"),
+            nengo.Probe(rule, "post_filtered"),
+        ]
     return net, u, probes
 
 
@@ -154,13 +200,18 @@ def rls(inp, dtype):
         u = nengo.Node(PresentInput(inp, DT))
         a, b = rate(15, D), rate(10, D)
         nengo.Connection(u, a)
-        conn = nengo.Connection(a, b, function=lambda x: [0] * D,
-                                learning_rule_type=nengo.RLS(learning_rate=1e-2))
+        conn = nengo.Connection(
+            a, b, function=lambda x: [0] * D, learning_rule_type=nengo.RLS(learning_rate=1e-2)
+        )
         nengo.Connection(b, conn.learning_rule)
         nengo.Connection(u, conn.learning_rule, transform=-1)
         rule = conn.learning_rule
-        probes = [nengo.Probe(b, synapse=0.01), nengo.Probe(conn, "weights"),
-                  nengo.Probe(rule, "delta"), nengo.Probe(rule, "inv_gamma")]
+        probes = [
+            nengo.Probe(b, synapse=0.01),
+            nengo.Probe(conn, "weights"),
+            nengo.Probe(rule, "delta"),
+            nengo.Probe(rule, "inv_gamma"),
+        ]
     return net, u, probes
 
 
@@ -188,8 +239,9 @@ def run_onnx(make, dtype="float64", minibatch_size=B, **kwargs):
     data = np.stack([signal(b, d=d) for b in range(minibatch_size or 1)])
     if minibatch_size is None:
         data = data[0]
-    with nengo_onnx.Simulator(net, dt=DT, minibatch_size=minibatch_size, progress_bar=False,
-                              **kwargs) as sim:
+    with nengo_onnx.Simulator(
+        net, dt=DT, minibatch_size=minibatch_size, progress_bar=False, **kwargs
+    ) as sim:
         # every operator is emitted: nothing runs in Python
         assert [kind for kind, _ in sim.program.segments] == ["onnx"]
         sim.run_steps(STEPS, data={u: data})
@@ -200,8 +252,13 @@ def assert_items_match(make, results, atol, rtol):
     for item in range(B):
         for i, (ref, out) in enumerate(zip(reference(make, item), results)):
             assert out.shape == (B, *ref.shape), f"probe {i}"
-            np.testing.assert_allclose(out[item], ref, atol=atol, rtol=rtol,
-                                       err_msg=f"{make.__name__}: probe {i}, item {item}")
+            np.testing.assert_allclose(
+                out[item],
+                ref,
+                atol=atol,
+                rtol=rtol,
+                err_msg=f"{make.__name__}: probe {i}, item {item}",
+            )
 
 
 @pytest.mark.parametrize("make", NETWORKS, ids=lambda f: f.__name__)

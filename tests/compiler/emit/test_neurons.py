@@ -47,6 +47,7 @@ def per_neuron(cls, arrays, **kwargs):
 
 # -- deterministic types against nengo -----------------------------------------------------
 
+
 class QuickIzhikevich(nengo.Izhikevich):
     """Izhikevich dynamics, with a cheap stand-in for nengo's build-time rate estimate.
 
@@ -73,8 +74,10 @@ DETERMINISTIC = [
     (nengo.LIFRate(amplitude=0.5), {}),
     (nengo.LIF(), {}),
     (nengo.LIF(tau_rc=0.03, tau_ref=0.001, min_voltage=-1, amplitude=0.3), {}),
-    (nengo.LIF(initial_state={"voltage": Choice([0.99]), "refractory_time": Choice([0.0015])}),
-     {}),
+    (
+        nengo.LIF(initial_state={"voltage": Choice([0.99]), "refractory_time": Choice([0.0015])}),
+        {},
+    ),
     (nengo.AdaptiveLIFRate(tau_n=0.1, inc_n=0.05), {}),
     (nengo.AdaptiveLIF(tau_n=0.1, inc_n=0.05), {}),
     (QuickIzhikevich(), STABLE),
@@ -127,14 +130,23 @@ def reference(key, net, probes, steps):
 
 @pytest.mark.parametrize("optimize", [True, False])
 @pytest.mark.parametrize("unroll_simulation", [1, 5])
-@pytest.mark.parametrize("neuron_type, ens_kwargs", DETERMINISTIC,
-                         ids=[f"{i}-{type(nt).__name__}" for i, (nt, _) in
-                              enumerate(DETERMINISTIC)])
+@pytest.mark.parametrize(
+    "neuron_type, ens_kwargs",
+    DETERMINISTIC,
+    ids=[f"{i}-{type(nt).__name__}" for i, (nt, _) in enumerate(DETERMINISTIC)],
+)
 def test_matches_nengo(neuron_type, ens_kwargs, optimize, unroll_simulation, float32_nengo):
     net, probes = ensemble_net(neuron_type, **ens_kwargs)
     ref = reference(("float32", id(neuron_type)), net, probes, 200)
-    ours, ref = run_both(net, probes, 200, ref=ref, optimize=optimize,
-                         unroll_simulation=unroll_simulation, minibatch_size=B)
+    ours, ref = run_both(
+        net,
+        probes,
+        200,
+        ref=ref,
+        optimize=optimize,
+        unroll_simulation=unroll_simulation,
+        minibatch_size=B,
+    )
     for key, value in ref.items():
         assert ours[key].shape == (B, *value.shape), key
         for item in ours[key]:
@@ -149,14 +161,22 @@ def test_matches_nengo(neuron_type, ens_kwargs, optimize, unroll_simulation, flo
 
 
 PER_NEURON = [
-    per_neuron(nengo.LIF, {"tau_rc": np.linspace(0.01, 0.05, 8),
-                           "tau_ref": np.linspace(0.001, 0.004, 8),
-                           "amplitude": np.linspace(0.5, 2, 8)}),
-    per_neuron(nengo.AdaptiveLIF, {"tau_n": np.linspace(0.05, 1, 8),
-                                   "inc_n": np.linspace(0.01, 0.2, 8)}),
+    per_neuron(
+        nengo.LIF,
+        {
+            "tau_rc": np.linspace(0.01, 0.05, 8),
+            "tau_ref": np.linspace(0.001, 0.004, 8),
+            "amplitude": np.linspace(0.5, 2, 8),
+        },
+    ),
+    per_neuron(
+        nengo.AdaptiveLIF, {"tau_n": np.linspace(0.05, 1, 8), "inc_n": np.linspace(0.01, 0.2, 8)}
+    ),
     per_neuron(nengo.LIFRate, {"tau_rc": np.linspace(0.01, 0.05, 8)}),
-    per_neuron(nengo.AdaptiveLIFRate, {"tau_rc": np.linspace(0.01, 0.05, 8),
-                                       "inc_n": np.linspace(0.01, 0.2, 8)}),
+    per_neuron(
+        nengo.AdaptiveLIFRate,
+        {"tau_rc": np.linspace(0.01, 0.05, 8), "inc_n": np.linspace(0.01, 0.2, 8)},
+    ),
     per_neuron(nengo.Tanh, {"tau_ref": np.linspace(0.002, 0.005, 8)}),
     per_neuron(nengo.Sigmoid, {"tau_ref": np.linspace(0.002, 0.005, 8)}),
     per_neuron(nengo.RectifiedLinear, {"amplitude": np.linspace(0.5, 2, 8)}),
@@ -178,8 +198,9 @@ def test_per_neuron_parameters(neuron_type, float32_nengo):
     net, probes = ensemble_net(neuron_type, n=n, decoded=False, gain=gain, bias=bias)
     with net:
         probes["J"] = nengo.Probe(net.ensembles[0].neurons, "input")
-    with nengo_onnx.Simulator(net, progress_bar=False, minibatch_size=B,
-                              unroll_simulation=5) as sim:
+    with nengo_onnx.Simulator(
+        net, progress_bar=False, minibatch_size=B, unroll_simulation=5
+    ) as sim:
         sim.run_steps(steps)
         neurons = net.ensembles[0].neurons
         init = {k: sim.model.sig[neurons][k].initial_value for k in neuron_type.state}
@@ -190,10 +211,10 @@ def test_per_neuron_parameters(neuron_type, float32_nengo):
     assert output.any()
     for i in range(n):
         scalar = base(**params[i])
-        state = {k: np.array(v[i:i + 1], dtype=np.float32) for k, v in init.items()}
+        state = {k: np.array(v[i : i + 1], dtype=np.float32) for k, v in init.items()}
         out = np.zeros(1, dtype=np.float32)
         for t in range(steps):
-            scalar.step(DT, J[t, i:i + 1], out, **state)
+            scalar.step(DT, J[t, i : i + 1], out, **state)
             if neuron_type.spiking:
                 assert np.all(output[:, t, i] == out[0]), (i, t)
             else:
@@ -203,8 +224,11 @@ def test_per_neuron_parameters(neuron_type, float32_nengo):
 def _scalar_params(neuron_type, base, n):
     import inspect  # noqa: PLC0415
 
-    names = [k for k in inspect.signature(base.__init__).parameters
-             if k not in ("self", "initial_state")]
+    names = [
+        k
+        for k in inspect.signature(base.__init__).parameters
+        if k not in ("self", "initial_state")
+    ]
     values = {k: np.broadcast_to(getattr(neuron_type, k), (n,)) for k in names}
     return [{k: float(v[i]) for k, v in values.items()} for i in range(n)]
 
@@ -213,12 +237,16 @@ def _scalar_params(neuron_type, base, n):
 
 
 @pytest.mark.parametrize("optimize, unroll_simulation", [(True, 5), (False, 1)])
-@pytest.mark.parametrize("neuron_type", [
-    nengo.StochasticSpiking(nengo.LIFRate()),
-    nengo.PoissonSpiking(nengo.LIFRate(), amplitude=0.5),
-    nengo.StochasticSpiking(nengo.Tanh(), amplitude=2.0),
-    nengo.PoissonSpiking(nengo.Tanh()),
-], ids=lambda nt: f"{type(nt).__name__}-{type(nt.base_type).__name__}")
+@pytest.mark.parametrize(
+    "neuron_type",
+    [
+        nengo.StochasticSpiking(nengo.LIFRate()),
+        nengo.PoissonSpiking(nengo.LIFRate(), amplitude=0.5),
+        nengo.StochasticSpiking(nengo.Tanh(), amplitude=2.0),
+        nengo.PoissonSpiking(nengo.Tanh()),
+    ],
+    ids=lambda nt: f"{type(nt).__name__}-{type(nt.base_type).__name__}",
+)
 def test_stochastic_mean_rates(neuron_type, optimize, unroll_simulation, float32_nengo):
     """Mean spike rates equal ``amplitude * rate`` (nengo's base rates) within noise."""
     steps = 1000
@@ -228,8 +256,14 @@ def test_stochastic_mean_rates(neuron_type, optimize, unroll_simulation, float32
         nengo.Connection(u, a, synapse=None)
         p_out = nengo.Probe(a.neurons)
         p_rate = nengo.Probe(a.neurons, "rate_out")
-    ours, ref = run_both(net, {"out": p_out, "rate": p_rate}, steps, optimize=optimize,
-                         unroll_simulation=unroll_simulation, minibatch_size=B)
+    ours, ref = run_both(
+        net,
+        {"out": p_out, "rate": p_rate},
+        steps,
+        optimize=optimize,
+        unroll_simulation=unroll_simulation,
+        minibatch_size=B,
+    )
     assert np.allclose(ours["rate"], ref["rate"][None], rtol=1e-4, atol=1e-3)
     rate = ref["rate"][-1]  # constant input: the base rates are constant
     amp = neuron_type.amplitude
@@ -247,8 +281,9 @@ def rate_net(neuron_type, rates, n_each):
     """Neurons whose base rate is exactly ``rates`` (gain 0, bias = rate)."""
     bias = np.repeat(np.asarray(rates, dtype=float), n_each)
     with nengo.Network(seed=2) as net:
-        a = nengo.Ensemble(bias.size, 1, neuron_type=neuron_type, gain=np.zeros(bias.size),
-                           bias=bias)
+        a = nengo.Ensemble(
+            bias.size, 1, neuron_type=neuron_type, gain=np.zeros(bias.size), bias=bias
+        )
         probe = nengo.Probe(a.neurons)
     return net, probe
 
@@ -259,8 +294,9 @@ def test_poisson_counts_distribution():
     n_each, steps = 20, 250
     nt = nengo.PoissonSpiking(nengo.RectifiedLinear(), amplitude=0.5)
     net, probe = rate_net(nt, np.array(lams) / DT, n_each)
-    with nengo_onnx.Simulator(net, progress_bar=False, minibatch_size=B,
-                              unroll_simulation=5, seed=1) as sim:
+    with nengo_onnx.Simulator(
+        net, progress_bar=False, minibatch_size=B, unroll_simulation=5, seed=1
+    ) as sim:
         sim.run_steps(steps)
         counts = sim.data[probe] * DT / nt.amplitude
     assert np.allclose(counts, np.round(counts), atol=1e-3)
@@ -274,7 +310,7 @@ def test_poisson_counts_distribution():
             # the pmf, bin by bin, where the expected count is large
             k = np.arange(int(lam + 6 * np.sqrt(lam) + 2))
             expected = scipy.stats.poisson.pmf(k, lam) * n
-            observed = np.bincount(c.astype(int), minlength=k.size)[:k.size]
+            observed = np.bincount(c.astype(int), minlength=k.size)[: k.size]
             big = expected > 20
             assert np.all(np.abs(observed[big] - expected[big]) < 5 * np.sqrt(expected[big]))
 
@@ -316,8 +352,8 @@ def currents(steps, n):
     rng = np.random.RandomState(0)
     fixed = np.array([-50.0, -1.0, 0.0, 0.5, 0.999, 1.0, 1.001, 1.5, 3.0, 30.0, 1e3])
     J = np.empty((B, steps, n))
-    J[..., :fixed.size] = fixed
-    J[..., fixed.size:] = rng.uniform(-2, 20, size=(B, steps, n - fixed.size))
+    J[..., : fixed.size] = fixed
+    J[..., fixed.size :] = rng.uniform(-2, 20, size=(B, steps, n - fixed.size))
     return J
 
 
@@ -332,13 +368,22 @@ def neuron_block(neuron_type, J, training=True, settings=None, dtype=np.float32)
         a = nengo.Ensemble(n, 2, neuron_type=neuron_type, gain=np.ones(n), bias=np.zeros(n))
         nengo.Connection(u, a.neurons, synapse=None)
         probe = nengo.Probe(a.neurons)
-    with nengo_onnx.Simulator(net, progress_bar=False, minibatch_size=B, optimize=False,
-                              unroll_simulation=1) as sim:
+    with nengo_onnx.Simulator(
+        net, progress_bar=False, minibatch_size=B, optimize=False, unroll_simulation=1
+    ) as sim:
         program = sim.program
         order = unrolled_order(unroll(program.step_operators(), steps))
-        block = emit_block(order, program.signals, n_steps=steps, minibatch_size=B, dtype=dtype,
-                           dt=program.dt, probes=program.probe_signals, training=training,
-                           settings=settings)
+        block = emit_block(
+            order,
+            program.signals,
+            n_steps=steps,
+            minibatch_size=B,
+            dtype=dtype,
+            dt=program.dt,
+            probes=program.probe_signals,
+            training=training,
+            settings=settings,
+        )
         feeds = {name: sim.runtime.store[base] for base, name in block.state_inputs}
         feeds = {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in feeds.items()}
         key = program.inputs[u]
@@ -357,17 +402,21 @@ def expected_rates(rate_type, J):
     return rate_type.rates(J.reshape(-1, n), np.ones(n), np.zeros(n)).reshape(J.shape)
 
 
-@pytest.mark.parametrize("neuron_type, amplitude", [
-    (nengo.LIF(amplitude=0.7, tau_rc=0.03), 1.0),
-    (nengo.SpikingRectifiedLinear(amplitude=2.0), 1.0),
-    (nengo.RegularSpiking(nengo.LIFRate(amplitude=2.0), amplitude=0.5), 0.5),
-    (nengo.RegularSpiking(nengo.Sigmoid()), 1.0),
-    (nengo.StochasticSpiking(nengo.Tanh(), amplitude=0.5), 0.5),
-    (nengo.PoissonSpiking(nengo.LIFRate(tau_ref=0.001)), 1.0),
-    (SpikingTanh(amplitude=3.0), 3.0),
-    (nengo.LIFRate(amplitude=0.5), 1.0),
-    (nengo.Tanh(), 1.0),
-], ids=lambda x: type(x).__name__ if isinstance(x, nengo.neurons.NeuronType) else str(x))
+@pytest.mark.parametrize(
+    "neuron_type, amplitude",
+    [
+        (nengo.LIF(amplitude=0.7, tau_rc=0.03), 1.0),
+        (nengo.SpikingRectifiedLinear(amplitude=2.0), 1.0),
+        (nengo.RegularSpiking(nengo.LIFRate(amplitude=2.0), amplitude=0.5), 0.5),
+        (nengo.RegularSpiking(nengo.Sigmoid()), 1.0),
+        (nengo.StochasticSpiking(nengo.Tanh(), amplitude=0.5), 0.5),
+        (nengo.PoissonSpiking(nengo.LIFRate(tau_ref=0.001)), 1.0),
+        (SpikingTanh(amplitude=3.0), 3.0),
+        (nengo.LIFRate(amplitude=0.5), 1.0),
+        (nengo.Tanh(), 1.0),
+    ],
+    ids=lambda x: type(x).__name__ if isinstance(x, nengo.neurons.NeuronType) else str(x),
+)
 def test_training_rate_forms(neuron_type, amplitude):
     J = currents(3, 16)
     out, block, _, _ = neuron_block(neuron_type, J)
@@ -392,7 +441,8 @@ def test_rate_form_types():
     assert rate_form(nengo.SpikingRectifiedLinear(3.0)) == nengo.RectifiedLinear(3.0)
     assert rate_form(nengo.RegularSpiking(nengo.Tanh())) == nengo.Tanh()
     assert rate_form(nengo.PoissonSpiking(nengo.LIFRate(), amplitude=0.5)) == nengo.LIFRate(
-        amplitude=0.5)
+        amplitude=0.5
+    )
     assert rate_form(nengo.Izhikevich()) is None
     sigmoid = nengo.Sigmoid()
     assert rate_form(sigmoid) is sigmoid
@@ -461,8 +511,7 @@ def test_soft_lif_training():
     for sigma in (1.0, 0.05):
         out, _, _, _ = neuron_block(nt, J, settings=Settings(lif_smoothing=sigma))
         assert np.all(np.isfinite(out))
-        assert np.allclose(out, soft_lif_reference(J, sigma, amplitude=0.5),
-                           rtol=1e-4, atol=1e-4)
+        assert np.allclose(out, soft_lif_reference(J, sigma, amplitude=0.5), rtol=1e-4, atol=1e-4)
     # small sigma: the LIF rate, away from the threshold
     out, _, _, _ = neuron_block(nt, J, settings=Settings(lif_smoothing=1e-4))
     rates = expected_rates(nengo.LIFRate(amplitude=0.5), J)
@@ -484,15 +533,17 @@ def _soft_lif_model(sigma, dtype=np.float32, n=None):
     return graph.model()
 
 
-EDGE_J = np.array([-1e30, -1e4, -30.0, -1.0, 0.0, 0.99, 0.999999, 1.0, 1.000001, 1.01, 2.0,
-                   1e3, 1e6, 1e30])
+EDGE_J = np.array(
+    [-1e30, -1e4, -30.0, -1.0, 0.0, 0.99, 0.999999, 1.0, 1.000001, 1.01, 2.0, 1e3, 1e6, 1e30]
+)
 
 
 @pytest.mark.parametrize("sigma", [1e-4, 0.02, 1.0])
 def test_soft_lif_finite_differences(sigma):
     """SoftLIF is finite with finite, non-negative slopes everywhere, even for extremes."""
     session = ort_setup.inference_session(
-        _soft_lif_model(sigma, np.float64, EDGE_J.size).SerializeToString())
+        _soft_lif_model(sigma, np.float64, EDGE_J.size).SerializeToString()
+    )
 
     def f(J):
         return session.run(None, {"J": J[None]})[0][0]
@@ -519,9 +570,13 @@ def test_soft_lif_onnxruntime_gradients(tmp_path):
     y = ctx.node("Add", [soft_lif_rate(ctx, lif, J, 0.02), lif_rate(ctx, lif, J)])
     graph.output("y", y, np.float32, [1, n])
     training.artifacts.generate_artifacts(
-        graph.model(), requires_grad=["w"], frozen_params=[],
-        loss=training.artifacts.LossType.L1Loss, optimizer=training.artifacts.OptimType.SGD,
-        artifact_directory=str(tmp_path))
+        graph.model(),
+        requires_grad=["w"],
+        frozen_params=[],
+        loss=training.artifacts.LossType.L1Loss,
+        optimizer=training.artifacts.OptimType.SGD,
+        artifact_directory=str(tmp_path),
+    )
     state = training.api.CheckpointState.load_checkpoint(str(tmp_path / "checkpoint"))
     module = training.api.Module(str(tmp_path / "training_model.onnx"), state)
     module.train()
@@ -562,10 +617,12 @@ def test_direct_mode_functions(minibatch_size):
         nengo.Connection(a, b, function=lambda x: [x[0] * x[1], x[0] ** 2])
         nengo.Connection(b, c, synapse=0.005)
         nengo.Connection(c, b, synapse=0.01, transform=0.1)
-        probes = {"a": nengo.Probe(a), "b": nengo.Probe(b, synapse=0.01),
-                  "c": nengo.Probe(c, synapse=0.01)}
-    ours, ref = run_both(net, probes, 100, minibatch_size=minibatch_size,
-                         unroll_simulation=5)
+        probes = {
+            "a": nengo.Probe(a),
+            "b": nengo.Probe(b, synapse=0.01),
+            "c": nengo.Probe(c, synapse=0.01),
+        }
+    ours, ref = run_both(net, probes, 100, minibatch_size=minibatch_size, unroll_simulation=5)
     for key in probes:
         assert np.allclose(ours[key], ref[key], atol=1e-5)
 
@@ -593,13 +650,17 @@ def test_rate_form_per_neuron():
     assert np.array_equal(rate.tau_rc, tau_rc) and rate.amplitude == 0.5
 
 
-@pytest.mark.parametrize("neuron_type, ens_kwargs", [
-    (nengo.LIF(), {}),
-    (nengo.AdaptiveLIF(tau_n=0.1, inc_n=0.05), {}),
-    (nengo.Sigmoid(tau_ref=0.002), {"max_rates": Uniform(300, 450)}),
-    (QuickIzhikevich(), STABLE),
-    (SpikingTanh(), {}),
-], ids=lambda x: type(x).__name__ if isinstance(x, nengo.neurons.NeuronType) else "")
+@pytest.mark.parametrize(
+    "neuron_type, ens_kwargs",
+    [
+        (nengo.LIF(), {}),
+        (nengo.AdaptiveLIF(tau_n=0.1, inc_n=0.05), {}),
+        (nengo.Sigmoid(tau_ref=0.002), {"max_rates": Uniform(300, 450)}),
+        (QuickIzhikevich(), STABLE),
+        (SpikingTanh(), {}),
+    ],
+    ids=lambda x: type(x).__name__ if isinstance(x, nengo.neurons.NeuronType) else "",
+)
 def test_float64(neuron_type, ens_kwargs):
     """With ``dtype="float64"``, the results are nengo's (float64 by default)."""
     net, probes = ensemble_net(neuron_type, **ens_kwargs)
@@ -632,8 +693,10 @@ def test_stochastic_independent_streams(optimize):
     """Each population (merged or not) draws its own random numbers."""
     nt = nengo.StochasticSpiking(nengo.RectifiedLinear())
     with nengo.Network(seed=0) as net:
-        ens = [nengo.Ensemble(10, 1, neuron_type=nt, gain=np.zeros(10), bias=np.full(10, 400.0))
-               for _ in range(2)]
+        ens = [
+            nengo.Ensemble(10, 1, neuron_type=nt, gain=np.zeros(10), bias=np.full(10, 400.0))
+            for _ in range(2)
+        ]
         probes = [nengo.Probe(e.neurons) for e in ens]
     with nengo_onnx.Simulator(net, progress_bar=False, optimize=optimize) as sim:
         sim.run_steps(100)
@@ -643,9 +706,9 @@ def test_stochastic_independent_streams(optimize):
 
 
 def test_rate_form_keeps_adaptation_initial_state():
-    alif = nengo.AdaptiveLIF(initial_state={"adaptation": Choice([0.5]),
-                                            "voltage": Choice([0.1])})
+    alif = nengo.AdaptiveLIF(initial_state={"adaptation": Choice([0.5]), "voltage": Choice([0.1])})
     rate = rate_form(alif)
     assert set(rate.initial_state) == {"adaptation"}
-    assert rate_form(nengo.RegularSpiking(nengo.LIFRate(amplitude=2), amplitude=0.5)) == \
-        nengo.LIFRate(amplitude=1.0)
+    assert rate_form(
+        nengo.RegularSpiking(nengo.LIFRate(amplitude=2), amplitude=0.5)
+    ) == nengo.LIFRate(amplitude=1.0)

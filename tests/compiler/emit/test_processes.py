@@ -68,8 +68,14 @@ def run_onnx(make, optimize, unroll, minibatch_size, steps=STEPS, dtype="float32
     data = {u: np.stack([signal(b, steps) for b in range(n_items)])}
     if minibatch_size is None:
         data = {u: data[u][0]}
-    with nengo_onnx.Simulator(net, dt=DT, progress_bar=False, optimize=optimize,
-                              unroll_simulation=unroll, minibatch_size=minibatch_size) as sim:
+    with nengo_onnx.Simulator(
+        net,
+        dt=DT,
+        progress_bar=False,
+        optimize=optimize,
+        unroll_simulation=unroll,
+        minibatch_size=minibatch_size,
+    ) as sim:
         sim.run_steps(steps, data=data)
         out = [np.asarray(sim.data[p]) for p in probes]
     return out if minibatch_size is not None else [o[None] for o in out]
@@ -112,8 +118,11 @@ def synapse_net(synapse):
             out = nengo.Node(size_in=D + 1)
             nengo.Connection(u, out[:D], synapse=synapse)
             nengo.Connection(u[1], out[D], synapse=synapse, transform=-2)
-            probes = [nengo.Probe(out), nengo.Probe(u, synapse=synapse),
-                      nengo.Probe(u[0], synapse=synapse)]
+            probes = [
+                nengo.Probe(out),
+                nengo.Probe(u, synapse=synapse),
+                nengo.Probe(u[0], synapse=synapse),
+            ]
         return net, u, probes
 
     return make
@@ -177,8 +186,7 @@ def test_synapse_modes(name, mode):
     with nengo.Simulator(None, model=model, progress_bar=False) as ref:
         ref.run_steps(STEPS)
     model, probe2 = mode_model(synapse, mode, signal(0))
-    with nengo_onnx.Simulator(None, model=model, progress_bar=False,
-                              unroll_simulation=4) as sim:
+    with nengo_onnx.Simulator(None, model=model, progress_bar=False, unroll_simulation=4) as sim:
         sim.run_steps(STEPS)
         assert_close(sim.data[probe2], ref.data[probe])
 
@@ -192,13 +200,19 @@ def weights_net(inp, dtype="float32"):
         b = nengo.Ensemble(4, D, neuron_type=nengo.LIFRate())
         nengo.Connection(u, a)
         c1 = nengo.Connection(a, b, solver=nengo.solvers.LstsqL2(weights=True))
-        c2 = nengo.Connection(a.neurons, b.neurons, transform=np.full((4, 6), 0.02),
-                              learning_rule_type=nengo.BCM(learning_rate=1e-6))
-        probes = [nengo.Probe(c1, "weights", synapse=0.01),
-                  nengo.Probe(c2, "weights", synapse=syn.Alpha(0.003)),
-                  nengo.Probe(c2, "weights", synapse=syn.Triangle(0.003)),
-                  nengo.Probe(c2, "weights", synapse=syn.LinearFilter([0.002, 1], [0.004, 1])),
-                  nengo.Probe(c2, "weights")]
+        c2 = nengo.Connection(
+            a.neurons,
+            b.neurons,
+            transform=np.full((4, 6), 0.02),
+            learning_rule_type=nengo.BCM(learning_rate=1e-6),
+        )
+        probes = [
+            nengo.Probe(c1, "weights", synapse=0.01),
+            nengo.Probe(c2, "weights", synapse=syn.Alpha(0.003)),
+            nengo.Probe(c2, "weights", synapse=syn.Triangle(0.003)),
+            nengo.Probe(c2, "weights", synapse=syn.LinearFilter([0.002, 1], [0.004, 1])),
+            nengo.Probe(c2, "weights"),
+        ]
     return net, u, probes
 
 
@@ -246,27 +260,45 @@ class Square(nengo.Process):
     """A user process with input: ``x ** 2 + t``."""
 
     def make_step(self, shape_in, shape_out, dt, rng, state):
-        return lambda t, x: x ** 2 + t
+        return lambda t, x: x**2 + t
 
 
 def _sim_process(process, sig_in=True):
     sig = nengo.builder.Signal(np.zeros(2))
-    return SimProcess(process, sig if sig_in else None, nengo.builder.Signal(np.zeros(2)),
-                      nengo.builder.Signal(np.zeros(())), mode="update")
+    return SimProcess(
+        process,
+        sig if sig_in else None,
+        nengo.builder.Signal(np.zeros(2)),
+        nengo.builder.Signal(np.zeros(())),
+        mode="update",
+    )
 
 
-@pytest.mark.parametrize("process", [
-    syn.Lowpass(0.01), syn.Alpha(0.01), syn.LinearFilter([1], [1, 2, 1]),
-    syn.LinearFilter([2], [1], analog=False), syn.Triangle(0.01),
-], ids=str)
+@pytest.mark.parametrize(
+    "process",
+    [
+        syn.Lowpass(0.01),
+        syn.Alpha(0.01),
+        syn.LinearFilter([1], [1, 2, 1]),
+        syn.LinearFilter([2], [1], analog=False),
+        syn.Triangle(0.01),
+    ],
+    ids=str,
+)
 def test_supported(process):
     fn, reason = find_emitter(_sim_process(process))
     assert fn is not None and reason is None
 
 
-@pytest.mark.parametrize("process", [
-    Delay(2), SquaredLowpass(0.01), Square(default_size_in=2, default_size_out=2),
-], ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize(
+    "process",
+    [
+        Delay(2),
+        SquaredLowpass(0.01),
+        Square(default_size_in=2, default_size_out=2),
+    ],
+    ids=lambda p: type(p).__name__,
+)
 def test_not_supported(process):
     fn, reason = find_emitter(_sim_process(process))
     assert fn is None and type(process).__name__ in reason
@@ -335,14 +367,22 @@ def time_process(name, seeded=True):
         "white_signal": lambda: WhiteSignal(0.1, high=20, **seed),
         "present": lambda: PresentInput([[0.1, 0.2], [0.3, 0.4], [0.5, -0.5]], 0.004),
         "piecewise": lambda: Piecewise({0: [0.1, 0.2], 0.005: [0.5, 1], 0.015: [-1, 0]}),
-        "piecewise_linear": lambda: Piecewise({0: [0, 0], 0.02: [1, -1]},
-                                              interpolation="linear"),
+        "piecewise_linear": lambda: Piecewise({0: [0, 0], 0.02: [1, -1]}, interpolation="linear"),
         "user": lambda: Ramp(**seed),
     }[name]()
 
 
-TIME_PROCESSES = ["white", "white_uniform", "filtered", "brown", "white_signal", "present",
-                  "piecewise", "piecewise_linear", "user"]
+TIME_PROCESSES = [
+    "white",
+    "white_uniform",
+    "filtered",
+    "brown",
+    "white_signal",
+    "present",
+    "piecewise",
+    "piecewise_linear",
+    "user",
+]
 
 
 def time_net(name, where, seeded=True):
@@ -354,8 +394,9 @@ def time_net(name, where, seeded=True):
             node = nengo.Node(time_process(name, seeded), size_out=D)
             probes += [nengo.Probe(node), nengo.Probe(node, synapse=0.005)]
         if "ens_noise" in wheres:
-            ens = nengo.Ensemble(D, D, noise=time_process(name, seeded),
-                                 neuron_type=nengo.RectifiedLinear())
+            ens = nengo.Ensemble(
+                D, D, noise=time_process(name, seeded), neuron_type=nengo.RectifiedLinear()
+            )
             probes += [nengo.Probe(ens.neurons, "input"), nengo.Probe(ens.neurons)]
         if "neurons" in wheres:
             ens = nengo.Ensemble(D, D, neuron_type=nengo.RectifiedLinear())
@@ -380,8 +421,14 @@ def test_time_process(name, optimize, unroll, minibatch_size):
     """
     net, probes = time_net(name, "all")
     expected = nengo_time_data(net, probes)
-    with nengo_onnx.Simulator(net, dt=DT, progress_bar=False, optimize=optimize,
-                              unroll_simulation=unroll, minibatch_size=minibatch_size) as sim:
+    with nengo_onnx.Simulator(
+        net,
+        dt=DT,
+        progress_bar=False,
+        optimize=optimize,
+        unroll_simulation=unroll,
+        minibatch_size=minibatch_size,
+    ) as sim:
         sim.run_steps(STEPS)
         for p, exp in zip(probes, expected):
             data = sim.data[p] if minibatch_size else sim.data[p][None]
@@ -406,8 +453,9 @@ def test_time_process_reset_seed(name, where, minibatch_size):
             for b in range(minibatch_size or 1):
                 assert_close(data[b], exp)
 
-    with nengo_onnx.Simulator(net, dt=DT, progress_bar=False, seed=5, unroll_simulation=4,
-                              minibatch_size=minibatch_size) as sim:
+    with nengo_onnx.Simulator(
+        net, dt=DT, progress_bar=False, seed=5, unroll_simulation=4, minibatch_size=minibatch_size
+    ) as sim:
         check(sim, first)
         sim.reset(seed=6)
         check(sim, second)
@@ -421,8 +469,7 @@ def test_time_process_continues_across_runs():
     """Fed values continue from where the last ``run`` stopped (no restart per call)."""
     net, probes = time_net("filtered", "node", seeded=False)
     expected = nengo_time_data(net, probes, seed=2, steps=3 * STEPS)
-    with nengo_onnx.Simulator(net, dt=DT, progress_bar=False, seed=2,
-                              unroll_simulation=5) as sim:
+    with nengo_onnx.Simulator(net, dt=DT, progress_bar=False, seed=2, unroll_simulation=5) as sim:
         sim.run_steps(STEPS)
         sim.run_steps(STEPS + 1)
         sim.run_steps(STEPS - 1)
@@ -433,14 +480,19 @@ def test_time_process_continues_across_runs():
 def test_several_unseeded_processes():
     """Several unseeded processes draw their seeds from the simulator's rng as in nengo."""
     with nengo.Network(seed=3) as net:
-        ens = nengo.Ensemble(D, D, noise=WhiteNoise(nengo.dists.Uniform(-1, 1)),
-                             neuron_type=nengo.RectifiedLinear())
+        ens = nengo.Ensemble(
+            D, D, noise=WhiteNoise(nengo.dists.Uniform(-1, 1)), neuron_type=nengo.RectifiedLinear()
+        )
         n1 = nengo.Node(WhiteNoise(), size_out=1)
         mid = nengo.Node(size_in=1)
         nengo.Connection(n1, mid, synapse=0.01)
         n2 = nengo.Node(WhiteSignal(0.1, high=10), size_out=2)
-        probes = [nengo.Probe(ens.neurons, "input"), nengo.Probe(n1), nengo.Probe(mid),
-                  nengo.Probe(n2, synapse=syn.Alpha(0.002))]
+        probes = [
+            nengo.Probe(ens.neurons, "input"),
+            nengo.Probe(n1),
+            nengo.Probe(mid),
+            nengo.Probe(n2, synapse=syn.Alpha(0.002)),
+        ]
     expected = nengo_time_data(net, probes, seed=9)
     with nengo_onnx.Simulator(net, dt=DT, progress_bar=False, seed=9) as sim:
         sim.run_steps(STEPS)

@@ -34,14 +34,16 @@ def held_data(rng, n=8, steps=20):
 
 
 @pytest.mark.parametrize("mode", ["rate", "surrogate"])
-@pytest.mark.parametrize("neuron_type", [nengo.LIF(amplitude=0.01),
-                                         nengo.SpikingRectifiedLinear(amplitude=0.01)])
+@pytest.mark.parametrize(
+    "neuron_type", [nengo.LIF(amplitude=0.01), nengo.SpikingRectifiedLinear(amplitude=0.01)]
+)
 def test_spiking_network_trains_and_still_spikes(rng, mode, neuron_type):
     net = spiking_net(neuron_type, mode)
     x, y = held_data(rng)
     data = {net.inp: x, net.p: y}
-    with nengo_onnx.Simulator(net, minibatch_size=4, unroll_simulation=5,
-                              progress_bar=False) as sim:
+    with nengo_onnx.Simulator(
+        net, minibatch_size=4, unroll_simulation=5, progress_bar=False
+    ) as sim:
         before = sim.loss(data)
         history = sim.train(data, optimizers.Adam(0.01), n_epochs=10)
         assert history["loss"][-1] < 0.5 * history["loss"][0]
@@ -52,19 +54,21 @@ def test_spiking_network_trains_and_still_spikes(rng, mode, neuron_type):
         assert np.allclose(spikes[spikes != 0], 0.01 / sim.dt)
 
 
-@pytest.mark.parametrize("mode, truncation, optimize", [
-    (None, None, True), ("rate", None, True), ("rate", 4, True), ("surrogate", None, False)])
+@pytest.mark.parametrize(
+    "mode, truncation, optimize",
+    [(None, None, True), ("rate", None, True), ("rate", 4, True), ("surrogate", None, False)],
+)
 def test_training_forward_pass_spikes(rng, mode, truncation, optimize):
     """With spike-aware training the training loss is the spiking network's loss (also
     when truncated windows carry the spiking state)."""
     net = spiking_net(nengo.LIF(amplitude=0.01), mode)
     x, y = held_data(rng, steps=10)
     data = {net.inp: x, net.p: y}
-    with nengo_onnx.Simulator(net, minibatch_size=4, optimize=optimize,
-                              progress_bar=False) as sim:
+    with nengo_onnx.Simulator(net, minibatch_size=4, optimize=optimize, progress_bar=False) as sim:
         spiking = sim.loss(data)
-        trained = sim.train(data, optimizers.SGD(0.0), shuffle=False,
-                            truncation=truncation)["loss"][0]
+        trained = sim.train(data, optimizers.SGD(0.0), shuffle=False, truncation=truncation)[
+            "loss"
+        ][0]
     if mode is None:  # rate substitution: a different (rate) network's loss
         assert not np.isclose(trained, spiking, rtol=1e-3)
     else:
@@ -80,8 +84,9 @@ def soft_lif(J, tau_rc=0.02, tau_ref=0.002, amplitude=1.0, sigma=1.0):
 def lif_rate(J, amplitude=1.0):
     """Nengo's LIFRate of currents ``J`` (any shape)."""
     flat = J.reshape(-1, J.shape[-1])
-    return nengo.LIFRate(amplitude=amplitude).rates(flat, np.ones(J.shape[-1]), 0.0).reshape(
-        J.shape)
+    return (
+        nengo.LIFRate(amplitude=amplitude).rates(flat, np.ones(J.shape[-1]), 0.0).reshape(J.shape)
+    )
 
 
 SIGMA = surrogates.DEFAULT_SIGMA
@@ -91,23 +96,55 @@ CASES = {
     # rate neurons and the rate substitution: LIFRate's gradient from its output
     "lifrate": (nengo.LIFRate(amplitude=0.01), None, None, lambda J: lif_rate(J, 0.01)),
     "lif-substituted": (nengo.LIF(amplitude=0.02), None, None, lambda J: lif_rate(J, 0.02)),
-    "adaptive-lifrate": (nengo.AdaptiveLIFRate(amplitude=0.01), None, None,
-                         lambda J: lif_rate(J, 0.01)),
+    "adaptive-lifrate": (
+        nengo.AdaptiveLIFRate(amplitude=0.01),
+        None,
+        None,
+        lambda J: lif_rate(J, 0.01),
+    ),
     "lif-rate": (nengo.LIF(amplitude=0.01), "rate", None, lambda J: lif_rate(J, 0.01)),
-    "lif-rate-smoothed": (nengo.LIF(amplitude=0.01), "rate", 0.1,
-                          lambda J: soft_lif(J, amplitude=0.01, sigma=0.1)),
-    "lif-surrogate": (nengo.LIF(amplitude=0.01), "surrogate", None,
-                      lambda J: soft_lif(J, amplitude=0.01, sigma=SIGMA)),
-    "lif-surrogate-smoothed": (nengo.LIF(tau_rc=0.03, amplitude=0.02), "surrogate", 0.2,
-                               lambda J: soft_lif(J, 0.03, amplitude=0.02, sigma=0.2)),
-    "adaptive-lif-rate": (nengo.AdaptiveLIF(amplitude=0.01), "rate", None,
-                          lambda J: lif_rate(J, 0.01)),
-    "relu-rate": (nengo.SpikingRectifiedLinear(amplitude=0.01), "rate", None,
-                  lambda J: 0.01 * np.maximum(J, 0)),
-    "relu-surrogate": (nengo.SpikingRectifiedLinear(amplitude=0.01), "surrogate", 0.5,
-                       lambda J: 0.01 * 0.5 * np.logaddexp(0, J / 0.5)),
-    "regular-spiking": (nengo.RegularSpiking(nengo.LIFRate(), amplitude=0.02), "surrogate",
-                        None, lambda J: 0.02 * lif_rate(J)),
+    "lif-rate-smoothed": (
+        nengo.LIF(amplitude=0.01),
+        "rate",
+        0.1,
+        lambda J: soft_lif(J, amplitude=0.01, sigma=0.1),
+    ),
+    "lif-surrogate": (
+        nengo.LIF(amplitude=0.01),
+        "surrogate",
+        None,
+        lambda J: soft_lif(J, amplitude=0.01, sigma=SIGMA),
+    ),
+    "lif-surrogate-smoothed": (
+        nengo.LIF(tau_rc=0.03, amplitude=0.02),
+        "surrogate",
+        0.2,
+        lambda J: soft_lif(J, 0.03, amplitude=0.02, sigma=0.2),
+    ),
+    "adaptive-lif-rate": (
+        nengo.AdaptiveLIF(amplitude=0.01),
+        "rate",
+        None,
+        lambda J: lif_rate(J, 0.01),
+    ),
+    "relu-rate": (
+        nengo.SpikingRectifiedLinear(amplitude=0.01),
+        "rate",
+        None,
+        lambda J: 0.01 * np.maximum(J, 0),
+    ),
+    "relu-surrogate": (
+        nengo.SpikingRectifiedLinear(amplitude=0.01),
+        "surrogate",
+        0.5,
+        lambda J: 0.01 * 0.5 * np.logaddexp(0, J / 0.5),
+    ),
+    "regular-spiking": (
+        nengo.RegularSpiking(nengo.LIFRate(), amplitude=0.02),
+        "surrogate",
+        None,
+        lambda J: 0.02 * lif_rate(J),
+    ),
 }
 
 
@@ -192,15 +229,16 @@ def test_numpy_rates_match_registered_derivatives(name):
     for op_type, inputs, outputs, attrs in d.nodes:
         kwargs = {}
         for key, (value, _, is_tensor) in attrs.items():
-            kwargs[key] = (onnx.numpy_helper.from_array(np.array([value], np.float32))
-                           if is_tensor else value)
+            kwargs[key] = (
+                onnx.numpy_helper.from_array(np.array([value], np.float32)) if is_tensor else value
+            )
         nodes.append(helper.make_node(op_type, inputs, outputs, **kwargs))
     nodes.append(helper.make_node("Identity", [out], ["y"]))
     inputs = [helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, None) for k in names]
-    graph = helper.make_graph(nodes, "d", inputs,
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)],
-                              ir_version=10)
+    graph = helper.make_graph(
+        nodes, "d", inputs, [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
     session = ort_setup.inference_session(model.SerializeToString())
     feeds = {"J": J.astype(np.float32)}
     feeds.update({k: np.array(values[k], np.float32) for k in derivative.params})

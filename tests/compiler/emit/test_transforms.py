@@ -70,10 +70,13 @@ def reference(make, cache={}):  # noqa: B006 (a deliberate cache)
 
 def run_onnx(make, minibatch_size=B, **kwargs):
     case = make(0)
-    data = {node: np.stack([inputs(b, node.size_out, k) for b in range(minibatch_size)])
-            for k, node in enumerate(case.nodes)}
-    with nengo_onnx.Simulator(case.net, dt=DT, minibatch_size=minibatch_size,
-                              progress_bar=False, **kwargs) as sim:
+    data = {
+        node: np.stack([inputs(b, node.size_out, k) for b in range(minibatch_size)])
+        for k, node in enumerate(case.nodes)
+    }
+    with nengo_onnx.Simulator(
+        case.net, dt=DT, minibatch_size=minibatch_size, progress_bar=False, **kwargs
+    ) as sim:
         # every operator is emitted: nothing runs in Python
         assert [kind for kind, _ in sim.program.segments] == ["onnx"]
         sim.run_steps(STEPS, data=data)
@@ -87,8 +90,9 @@ def check(make, atol=1e-10, rtol=1e-8, **kwargs):
         for label, ref in refs[item].items():
             out = results[label]
             assert out.shape == (B, *ref.shape), label
-            np.testing.assert_allclose(out[item], ref, atol=atol, rtol=rtol,
-                                       err_msg=f"{label}, item {item}")
+            np.testing.assert_allclose(
+                out[item], ref, atol=atol, rtol=rtol, err_msg=f"{label}, item {item}"
+            )
     return sim
 
 
@@ -115,9 +119,11 @@ def dense_net(item):
         nengo.Connection(u, a, transform=0.7, synapse=None)
         nengo.Connection(a, b, transform=[[1.0], [-0.5]], synapse=None)
         transform_case(case, None, -1.5, 1, "decoded_scalar", pre=a)
-        for label, transform in [("neurons_scalar", 0.1),
-                                 ("neurons_vector", np.linspace(0, 0.2, 10)),
-                                 ("neurons_matrix", np.linspace(-0.1, 0.1, 100).reshape(10, 10))]:
+        for label, transform in [
+            ("neurons_scalar", 0.1),
+            ("neurons_vector", np.linspace(0, 0.2, 10)),
+            ("neurons_matrix", np.linspace(-0.1, 0.1, 100).reshape(10, 10)),
+        ]:
             c = nengo.Ensemble(10, 1, neuron_type=nengo.RectifiedLinear())
             nengo.Connection(a.neurons, c.neurons, transform=transform, synapse=None)
             case.probe(c.neurons, label)
@@ -139,12 +145,19 @@ INDICES = np.array([[0, 0], [1, 2], [3, 4], [2, 2], [0, 4]])
 def sparse_net(item):
     case = Case(item, seed=2)
     with case.net:
-        transform_case(case, 5, nengo.Sparse((4, 5), indices=INDICES,
-                                             init=[1.0, 2.0, -3.0, 0.5, 4.0]), 4, "sparse")
-        transform_case(case, 5, nengo.Sparse((4, 5), indices=INDICES, init=2.0), 4,
-                       "sparse_scalar")
-        transform_case(case, 5, nengo.Sparse((4, 5), indices=INDICES, init=Uniform(-1, 1)), 4,
-                       "sparse_dist")
+        transform_case(
+            case,
+            5,
+            nengo.Sparse((4, 5), indices=INDICES, init=[1.0, 2.0, -3.0, 0.5, 4.0]),
+            4,
+            "sparse",
+        )
+        transform_case(
+            case, 5, nengo.Sparse((4, 5), indices=INDICES, init=2.0), 4, "sparse_scalar"
+        )
+        transform_case(
+            case, 5, nengo.Sparse((4, 5), indices=INDICES, init=Uniform(-1, 1)), 4, "sparse_dist"
+        )
         csr = scipy.sparse.csr_matrix(([1.5, -2.0, 0.5], ([0, 2, 2], [1, 0, 3])), shape=(3, 5))
         transform_case(case, 5, nengo.Sparse((3, 5), init=csr), 3, "scipy_csr")
 
@@ -153,8 +166,9 @@ def sparse_net(item):
         c = nengo.Ensemble(4, 1, neuron_type=nengo.RectifiedLinear())
         nengo.Connection(u, a, synapse=None)
         coo = scipy.sparse.coo_matrix(([0.2, -0.1, 0.3], ([0, 1, 3], [5, 0, 2])), shape=(4, 6))
-        nengo.Connection(a.neurons, c.neurons, transform=nengo.Sparse((4, 6), init=coo),
-                         synapse=None)
+        nengo.Connection(
+            a.neurons, c.neurons, transform=nengo.Sparse((4, 6), init=coo), synapse=None
+        )
         case.probe(c.neurons, "neurons_scipy_coo")
     return case
 
@@ -169,58 +183,106 @@ def test_sparse(optimize, unroll):
 
 def conv_cases_2d():
     yield "valid", nengo.Convolution(3, (5, 6, 2), kernel_size=(3, 3))
-    yield "same_stride", nengo.Convolution(3, (5, 6, 2), kernel_size=(3, 2), strides=(2, 1),
-                                           padding="same")
-    yield "channels_first", nengo.Convolution(3, (2, 5, 6), kernel_size=(2, 3), strides=(1, 2),
-                                              channels_last=False)
-    yield "channels_first_same", nengo.Convolution(2, (2, 5, 6), kernel_size=(3, 3),
-                                                   strides=(2, 2), padding="same",
-                                                   channels_last=False)
-    yield "groups", nengo.Convolution(4, (5, 6, 4), kernel_size=(3, 3), groups=2,
-                                      padding="same", strides=(2, 2))
-    yield "depthwise", nengo.Convolution(2, (2, 5, 6), kernel_size=(3, 3), groups=2,
-                                         channels_last=False)
-    yield "big_stride", nengo.Convolution(2, (5, 6, 2), kernel_size=(1, 2), strides=(3, 4),
-                                          padding="same")
+    yield (
+        "same_stride",
+        nengo.Convolution(3, (5, 6, 2), kernel_size=(3, 2), strides=(2, 1), padding="same"),
+    )
+    yield (
+        "channels_first",
+        nengo.Convolution(3, (2, 5, 6), kernel_size=(2, 3), strides=(1, 2), channels_last=False),
+    )
+    yield (
+        "channels_first_same",
+        nengo.Convolution(
+            2, (2, 5, 6), kernel_size=(3, 3), strides=(2, 2), padding="same", channels_last=False
+        ),
+    )
+    yield (
+        "groups",
+        nengo.Convolution(
+            4, (5, 6, 4), kernel_size=(3, 3), groups=2, padding="same", strides=(2, 2)
+        ),
+    )
+    yield (
+        "depthwise",
+        nengo.Convolution(2, (2, 5, 6), kernel_size=(3, 3), groups=2, channels_last=False),
+    )
+    yield (
+        "big_stride",
+        nengo.Convolution(2, (5, 6, 2), kernel_size=(1, 2), strides=(3, 4), padding="same"),
+    )
     kernel = np.arange(2 * 2 * 2 * 3, dtype=float).reshape(2, 2, 2, 3) / 10 - 1
     yield "init_array", nengo.Convolution(3, (4, 4, 2), kernel_size=(2, 2), init=kernel)
-    yield "init_gaussian", nengo.Convolution(2, (4, 4, 2), init=Gaussian(0, 0.3),
-                                             padding="same")
+    yield "init_gaussian", nengo.Convolution(2, (4, 4, 2), init=Gaussian(0, 0.3), padding="same")
 
 
 def conv_cases_1d():
     yield "valid", nengo.Convolution(3, (7, 2), kernel_size=(3,), strides=(1,))
-    yield "same_stride", nengo.Convolution(2, (7, 2), kernel_size=(2,), strides=(2,),
-                                           padding="same")
-    yield "channels_first", nengo.Convolution(3, (2, 7), kernel_size=(3,), strides=(2,),
-                                              channels_last=False)
-    yield "groups", nengo.Convolution(3, (7, 3), kernel_size=(3,), strides=(1,), groups=3,
-                                      padding="same")
+    yield (
+        "same_stride",
+        nengo.Convolution(2, (7, 2), kernel_size=(2,), strides=(2,), padding="same"),
+    )
+    yield (
+        "channels_first",
+        nengo.Convolution(3, (2, 7), kernel_size=(3,), strides=(2,), channels_last=False),
+    )
+    yield (
+        "groups",
+        nengo.Convolution(3, (7, 3), kernel_size=(3,), strides=(1,), groups=3, padding="same"),
+    )
 
 
 def transpose_cases_2d():
     yield "valid", nengo.ConvolutionTranspose(3, (3, 4, 2), kernel_size=(3, 3))
-    yield "same_stride", nengo.ConvolutionTranspose(2, (3, 4, 2), kernel_size=(3, 2),
-                                                    strides=(2, 2), padding="same")
-    yield "channels_first", nengo.ConvolutionTranspose(2, (2, 3, 4), kernel_size=(2, 3),
-                                                       strides=(2, 1), channels_last=False)
-    yield "output_shape", nengo.ConvolutionTranspose(
-        2, (3, 4, 2), output_shape=(6, 8, 2), kernel_size=(3, 3), strides=(2, 2),
-        padding="same")
-    yield "output_shape_valid", nengo.ConvolutionTranspose(
-        2, (3, 3, 2), output_shape=(8, 9, 2), kernel_size=(2, 3), strides=(3, 3))
-    yield "big_stride", nengo.ConvolutionTranspose(2, (2, 3, 1), kernel_size=(1, 2),
-                                                   strides=(3, 2))
-    yield "init_gaussian", nengo.ConvolutionTranspose(2, (3, 3, 2), init=Gaussian(0, 0.3),
-                                                      padding="same")
+    yield (
+        "same_stride",
+        nengo.ConvolutionTranspose(
+            2, (3, 4, 2), kernel_size=(3, 2), strides=(2, 2), padding="same"
+        ),
+    )
+    yield (
+        "channels_first",
+        nengo.ConvolutionTranspose(
+            2, (2, 3, 4), kernel_size=(2, 3), strides=(2, 1), channels_last=False
+        ),
+    )
+    yield (
+        "output_shape",
+        nengo.ConvolutionTranspose(
+            2,
+            (3, 4, 2),
+            output_shape=(6, 8, 2),
+            kernel_size=(3, 3),
+            strides=(2, 2),
+            padding="same",
+        ),
+    )
+    yield (
+        "output_shape_valid",
+        nengo.ConvolutionTranspose(
+            2, (3, 3, 2), output_shape=(8, 9, 2), kernel_size=(2, 3), strides=(3, 3)
+        ),
+    )
+    yield (
+        "big_stride",
+        nengo.ConvolutionTranspose(2, (2, 3, 1), kernel_size=(1, 2), strides=(3, 2)),
+    )
+    yield (
+        "init_gaussian",
+        nengo.ConvolutionTranspose(2, (3, 3, 2), init=Gaussian(0, 0.3), padding="same"),
+    )
 
 
 def transpose_cases_1d():
     yield "valid", nengo.ConvolutionTranspose(2, (4, 3), kernel_size=(3,), strides=(1,))
-    yield "same_stride", nengo.ConvolutionTranspose(3, (4, 2), kernel_size=(3,), strides=(2,),
-                                                    padding="same")
-    yield "channels_first", nengo.ConvolutionTranspose(2, (2, 4), kernel_size=(2,),
-                                                       strides=(3,), channels_last=False)
+    yield (
+        "same_stride",
+        nengo.ConvolutionTranspose(3, (4, 2), kernel_size=(3,), strides=(2,), padding="same"),
+    )
+    yield (
+        "channels_first",
+        nengo.ConvolutionTranspose(2, (2, 4), kernel_size=(2,), strides=(3,), channels_last=False),
+    )
 
 
 def conv_net(cases):
@@ -234,17 +296,24 @@ def conv_net(cases):
             u = case.add_input(transform.size_in + 3)
             a = nengo.Ensemble(transform.size_in, 1, neuron_type=nengo.RectifiedLinear())
             nengo.Connection(u[3:], a.neurons, synapse=None)
-            transform_case(case, None, transform, transform.size_out, "neurons_" + label,
-                           pre=a.neurons)
+            transform_case(
+                case, None, transform, transform.size_out, "neurons_" + label, pre=a.neurons
+            )
         return case
 
     make.__name__ = cases.__name__
     return make
 
 
-CONV_NETS = {name: conv_net(cases) for name, cases in [
-    ("conv_2d", conv_cases_2d), ("conv_1d", conv_cases_1d),
-    ("transpose_2d", transpose_cases_2d), ("transpose_1d", transpose_cases_1d)]}
+CONV_NETS = {
+    name: conv_net(cases)
+    for name, cases in [
+        ("conv_2d", conv_cases_2d),
+        ("conv_1d", conv_cases_1d),
+        ("transpose_2d", transpose_cases_2d),
+        ("transpose_1d", transpose_cases_1d),
+    ]
+}
 
 
 @pytest.mark.parametrize("net", sorted(CONV_NETS))
@@ -257,11 +326,15 @@ def test_convolution_float32():
     def make(item):
         case = Case(item, seed=4, dtype="float32")
         with case.net:
-            for cases in (conv_cases_2d, conv_cases_1d, transpose_cases_2d,
-                          transpose_cases_1d):
+            for cases in (conv_cases_2d, conv_cases_1d, transpose_cases_2d, transpose_cases_1d):
                 for label, transform in cases():
-                    transform_case(case, transform.size_in, transform, transform.size_out,
-                                   label + cases.__name__)
+                    transform_case(
+                        case,
+                        transform.size_in,
+                        transform,
+                        transform.size_out,
+                        label + cases.__name__,
+                    )
         return case
 
     check(make, atol=1e-5, rtol=1e-5, unroll_simulation=2)
@@ -271,8 +344,11 @@ def test_conv_transpose_has_gradient_ops():
     """ConvTranspose is emitted as ``Conv`` (onnxruntime-training has no ConvTranspose grad)."""
     with nengo.Network() as net:
         transform = nengo.ConvolutionTranspose(2, (3, 4, 2), strides=(2, 2), padding="same")
-        nengo.Connection(nengo.Node(np.ones(transform.size_in)),
-                         nengo.Node(size_in=transform.size_out), transform=transform)
+        nengo.Connection(
+            nengo.Node(np.ones(transform.size_in)),
+            nengo.Node(size_in=transform.size_out),
+            transform=transform,
+        )
     with nengo_onnx.Simulator(net, unroll_simulation=1, progress_bar=False) as sim:
         block, _ = sim.program.block(1)
     ops = {node.op_type for node in block.model.graph.node}
@@ -299,35 +375,54 @@ def correlate_nd(x, kernel, strides, padding):
     return y
 
 
-@pytest.mark.parametrize("padding, dtype", [("valid", "float64"), ("same", "float64"),
-                                            ("same", "float32")])
+@pytest.mark.parametrize(
+    "padding, dtype", [("valid", "float64"), ("same", "float64"), ("same", "float32")]
+)
 def test_convolution_3d(padding, dtype):
     """3-D Convolution vs a direct correlation; its ConvolutionTranspose is the adjoint."""
     rng = np.random.RandomState(5)
     kernel = rng.uniform(-1, 1, size=(2, 3, 2, 2, 3))
-    conv = nengo.Convolution(3, (4, 5, 3, 2), kernel_size=(2, 3, 2), strides=(1, 2, 2),
-                             padding=padding, init=kernel)
+    conv = nengo.Convolution(
+        3, (4, 5, 3, 2), kernel_size=(2, 3, 2), strides=(1, 2, 2), padding=padding, init=kernel
+    )
     transpose = nengo.ConvolutionTranspose(
-        2, conv.output_shape.shape, output_shape=conv.input_shape.shape, kernel_size=(2, 3, 2),
-        strides=(1, 2, 2), padding=padding, init=kernel.swapaxes(-1, -2))
+        2,
+        conv.output_shape.shape,
+        output_shape=conv.input_shape.shape,
+        kernel_size=(2, 3, 2),
+        strides=(1, 2, 2),
+        padding=padding,
+        init=kernel.swapaxes(-1, -2),
+    )
     x = rng.uniform(-1, 1, size=(B, STEPS, conv.size_in))
     y = rng.uniform(-1, 1, size=(B, STEPS, conv.size_out))
     with nengo.Network() as net:
         configure_settings(dtype=dtype)
         u, v = nengo.Node(np.zeros(conv.size_in)), nengo.Node(np.zeros(conv.size_out))
-        p_conv = nengo.Probe(nengo.Connection(u, nengo.Node(size_in=conv.size_out),
-                                              transform=conv, synapse=None).post_obj)
-        p_tr = nengo.Probe(nengo.Connection(v, nengo.Node(size_in=conv.size_in),
-                                            transform=transpose, synapse=None).post_obj)
-    with nengo_onnx.Simulator(net, minibatch_size=B, unroll_simulation=1,
-                              progress_bar=False) as sim:
+        p_conv = nengo.Probe(
+            nengo.Connection(
+                u, nengo.Node(size_in=conv.size_out), transform=conv, synapse=None
+            ).post_obj
+        )
+        p_tr = nengo.Probe(
+            nengo.Connection(
+                v, nengo.Node(size_in=conv.size_in), transform=transpose, synapse=None
+            ).post_obj
+        )
+    with nengo_onnx.Simulator(
+        net, minibatch_size=B, unroll_simulation=1, progress_bar=False
+    ) as sim:
         sim.run_steps(STEPS, data={u: x, v: y})
     atol = 1e-12 if dtype == "float64" else 1e-5
     for b in range(B):
         for t in range(STEPS):
-            ref = correlate_nd(x[b, t].reshape(conv.input_shape.shape), kernel, conv.strides,
-                               padding)
+            ref = correlate_nd(
+                x[b, t].reshape(conv.input_shape.shape), kernel, conv.strides, padding
+            )
             np.testing.assert_allclose(sim.data[p_conv][b, t], ref.ravel(), atol=atol)
             # <conv(x), y> == <x, transpose(y)>
-            np.testing.assert_allclose(np.dot(sim.data[p_conv][b, t], y[b, t]),
-                                       np.dot(x[b, t], sim.data[p_tr][b, t]), atol=100 * atol)
+            np.testing.assert_allclose(
+                np.dot(sim.data[p_conv][b, t], y[b, t]),
+                np.dot(x[b, t], sim.data[p_tr][b, t]),
+                atol=100 * atol,
+            )
