@@ -32,6 +32,11 @@ from nengo.probe import Probe
 _ADDRESS = re.compile(r"\s*at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]+")
 
 
+def strip_addresses(text):
+    """``text`` without the memory addresses of nengo's reprs (which change per run)."""
+    return _ADDRESS.sub("", str(text))
+
+
 def sanitize(text, allow_dots=True):
     """A name made of ``[A-Za-z0-9_.]`` only (no dots unless allowed), never empty,
     never starting with a digit."""
@@ -137,7 +142,7 @@ class Names:
         text = str(sig.name)
         for obj_repr, name in self._reprs:
             text = text.replace(obj_repr, name)
-        name = sanitize(_ADDRESS.sub("", text))
+        name = sanitize(strip_addresses(text))
         return name if "." in name else f"signal.{name}"
 
     def signal(self, base):

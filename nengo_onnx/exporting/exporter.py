@@ -25,7 +25,6 @@ opset; `nengo_onnx.exporting.runner` reads it.
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 
 import nengo
@@ -44,7 +43,7 @@ from onnx import helper, numpy_helper
 from nengo_onnx import __version__
 from nengo_onnx.compiler import params as params_io
 from nengo_onnx.compiler.emit import find_emitter
-from nengo_onnx.compiler.names import port_kind, port_object
+from nengo_onnx.compiler.names import port_kind, port_object, strip_addresses
 from nengo_onnx.compiler.onnx_graph import (
     DEFAULT_OPSET,
     all_nodes,
@@ -68,8 +67,6 @@ MAX_OPSET = DEFAULT_OPSET
 STATE_IN = "state."
 STATE_OUT = "state_out."
 FEED_PREFIX = "feed."
-# nengo's reprs of unlabelled objects hold memory addresses, which change from run to run
-_AT_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 
 
 class ExportError(BuildError):
@@ -399,7 +396,7 @@ def describe(obj, stable=False):
         return f"Neurons of {describe(obj.ensemble, stable)}"
     label = getattr(obj, "label", None)
     text = f"{type(obj).__name__} {label!r}" if label else str(obj)
-    return _AT_ADDRESS.sub("", text) if stable else text
+    return strip_addresses(text) if stable else text
 
 
 def _describe_op(model, op, stable=False):
@@ -422,7 +419,7 @@ def _describe_op(model, op, stable=False):
     if found:
         return [describe(obj, stable) for obj in found]
     text = op.tag or str(op)
-    return [_AT_ADDRESS.sub("", text) if stable else text]
+    return [strip_addresses(text) if stable else text]
 
 
 # -- building the model ------------------------------------------------------------------------
@@ -658,7 +655,7 @@ def _metadata(program, info):
         "opset": info.opset,
         "nengo_version": nengo.__version__,
         "nengo_onnx_version": __version__,
-        "network": _AT_ADDRESS.sub("", str(program.network)),
+        "network": strip_addresses(str(program.network)),
         "initial_state": "zeros" if info.form == "streaming" else "built in",
     }
     meta = {k: (json.dumps(v) if not isinstance(v, str) else v) for k, v in doc.items()}
