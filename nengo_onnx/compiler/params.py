@@ -348,9 +348,10 @@ def _freeze_ensemble(ens, built):
 def _freeze_connection(program, conn):
     if program.model.sig[conn].get("weights") is None:
         return
-    weights = np.array(program.params.built(conn).weights)
+    weights = program.params.built(conn).weights
     pre = conn.pre_obj
     if isinstance(pre, nengo.Ensemble) and not isinstance(pre.neuron_type, nengo.Direct):
+        weights = np.asarray(weights)
         if conn.solver.weights:
             conn.solver = nengo.solvers.NoSolver(weights.T, weights=True)
             return
@@ -359,28 +360,56 @@ def _freeze_connection(program, conn):
         conn.function = ZeroFunction(size)
         conn.transform = None
         return
-    transform = conn.transform
-    if isinstance(transform, nengo.transforms.Sparse):
-        conn.transform = nengo.transforms.Sparse(
-            transform.shape, indices=transform.indices, init=weights
+    conn.transform = transform_with(conn, conn.transform, weights)
+
+
+def transform_with(conn, transform, weights):
+    """A transform like ``transform`` whose weights are ``weights`` (as nengo builds them)."""
+    tr = nengo.transforms
+    if isinstance(transform, tr.Sparse):
+        init = transform.init
+        if isinstance(init, tr.SparseMatrix):
+            indices = np.asarray(init.indices)
+        else:  # a scipy sparse matrix
+            coo = init.tocoo()
+            indices = np.stack([coo.row, coo.col], axis=1)
+        if isinstance(weights, tr.SparseMatrix):
+            data = np.asarray(weights.data)
+        else:
+            data = np.asarray(weights)[indices[:, 0], indices[:, 1]]
+        return tr.Sparse(transform.shape, indices=indices, init=data)
+    if isinstance(transform, tr.ConvolutionTranspose):
+        return tr.ConvolutionTranspose(
+            transform.n_filters,
+            transform.input_shape.shape,
+            output_shape=transform.output_shape.shape,
+            kernel_size=transform.kernel_size,
+            strides=transform.strides,
+            padding=transform.padding,
+            channels_last=transform.channels_last,
+            init=np.array(weights),
         )
-    elif (
-        isinstance(transform, (nengo.transforms.Dense, nengo.transforms.NoTransform))
-        or np.ndim(weights) <= 2
-    ):
-        conn.transform = (
-            weights
-            if np.ndim(weights) == 2
-            else nengo.transforms.Dense(
-                transform.shape if hasattr(transform, "shape") else np.shape(weights), init=weights
-            )
+    if isinstance(transform, tr.Convolution):
+        return tr.Convolution(
+            transform.n_filters,
+            transform.input_shape.shape,
+            kernel_size=transform.kernel_size,
+            strides=transform.strides,
+            padding=transform.padding,
+            channels_last=transform.channels_last,
+            init=np.array(weights),
+            groups=transform.groups,
         )
-    else:
-        raise ValidationError(
-            f"cannot freeze the weights of {conn}: its {type(transform).__name__} transform "
-            "is not supported",
-            attr="objs",
-        )
+    if isinstance(transform, (tr.Dense, tr.NoTransform)) or np.ndim(weights) <= 2:
+        if np.ndim(weights) == 2:
+            return np.array(weights)
+        shape = transform.shape if hasattr(transform, "shape") else np.shape(weights)
+        return tr.Dense(shape, init=np.array(weights))
+    raise ValidationError(
+        f"cannot freeze the weights of {conn}: its {type(transform).__name__} transform "
+        "is not supported",
+        attr="objs",
+    )
 
 
 class ZeroFunction:

@@ -114,7 +114,10 @@ def validate_data(sim, data, objective=None):
                 raise ValidationError(
                     f"{obj} is not a probe of this simulator's network", attr="data", obj=sim
                 )
-            expected, what = obj.size_in, "probe.size_in"
+            # the size of what the probe records (for Probe(conn, "input") that is the
+            # pre's output, which Probe.size_in does not give)
+            expected = int(np.prod(sim.model.sig[obj]["in"].shape))
+            what = "the probed signal's size"
         elif isinstance(obj, nengo.Node):
             if obj not in sim.program.inputs:
                 raise ValidationError(sim.program.not_an_input(obj), attr="data", obj=sim)
@@ -226,7 +229,7 @@ def _terms(sim, objective, targets):
                     raise ValidationError(
                         f"{probe} has the objective {term.name}, which needs targets, but "
                         f"data has no targets for it (expected data[{probe}] of shape "
-                        f"(n_inputs, n_steps, {probe.size_in}))",
+                        f"(n_inputs, n_steps, {int(np.prod(sim.model.sig[probe]['in'].shape))}))",
                         attr="data",
                         obj=sim,
                     )

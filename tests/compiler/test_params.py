@@ -9,6 +9,7 @@ from nengo.exceptions import SimulationError, ValidationError
 
 import nengo_onnx
 from nengo_onnx import optimizers
+from tests.helpers import param_value, set_param_value, trainable_params
 
 
 def build(neuron_type=None, n_neurons=12, seed=0):
@@ -166,3 +167,36 @@ def test_freeze_errors():
             sim.freeze_params([net.p])
         with pytest.raises(ValidationError, match="not in this simulator"):
             sim.freeze_params(stranger)
+
+
+@pytest.mark.parametrize(
+    "make_transform",
+    [
+        lambda: nengo.Sparse((2, 2), indices=[[0, 1], [1, 0]], init=[0.3, -0.2]),
+        lambda: nengo.Convolution(1, (2, 1), kernel_size=(1,), strides=(1,)),
+        lambda: nengo.Convolution(
+            2, (4, 2), kernel_size=(3,), strides=(1,), padding="same", channels_last=False
+        ),
+        lambda: nengo.ConvolutionTranspose(1, (2, 1), kernel_size=(1,), strides=(1,)),
+    ],
+    ids=["sparse", "conv", "conv_channels_first", "conv_transpose"],
+)
+def test_freeze_keeps_every_transform_kind(make_transform):
+    """freeze_params writes trained weights into Sparse and convolution transforms too,
+    and plain nengo then reproduces the simulator."""
+    with nengo.Network(seed=0) as net:
+        transform = make_transform()
+        a = nengo.Node(np.linspace(-0.5, 0.5, transform.size_in))
+        b = nengo.Node(size_in=transform.size_out)
+        conn = nengo.Connection(a, b, transform=transform, synapse=None)
+        p = nengo.Probe(b)
+    with nengo_onnx.Simulator(net, progress_bar=False) as sim:
+        param = next(q for q in trainable_params(sim) if q.obj is conn)
+        set_param_value(sim, param, 1.5 * param_value(sim, param))  # (keeps sparsity)
+        sim.run_steps(3)
+        sim.freeze_params(net)
+        expected = sim.data[p]
+    assert type(conn.transform) is type(transform)
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(3)
+    assert np.allclose(ref.data[p], expected, atol=1e-6)

@@ -308,3 +308,20 @@ def test_recurrent_weights_unreached_in_one_step_windows(truncation):
         else:
             assert messages == []
             assert not np.allclose(sim.data[rec].weights, weights)
+
+
+@pytest.mark.parametrize("transform", [None, "dense"])
+def test_train_on_connection_input_probe(transform):
+    """Targets for Probe(conn, "input") have the size of what it records (the pre's
+    output), not Probe.size_in (the connection's output size)."""
+    with nengo.Network(seed=0) as net:
+        e = nengo.Ensemble(3, 4, neuron_type=nengo.RectifiedLinear())
+        kwargs = {} if transform is None else {"transform": 0.1 * np.ones((4, 3))}
+        c = nengo.Connection(e.neurons, e, **kwargs) if transform else nengo.Connection(e, e)
+        p = nengo.Probe(c, "input")
+    width = 3  # both record the 3 neurons' activities (c's input)
+    with nengo_onnx.Simulator(net, progress_bar=False) as sim:
+        sim.train({p: np.ones((1, 2, width))}, optimizers.SGD(0.01))
+        assert p.size_in == 4
+        with pytest.raises(nengo.exceptions.ValidationError, match="size"):
+            sim.train({p: np.ones((1, 2, width + 1))}, optimizers.SGD(0.01))
