@@ -279,24 +279,28 @@ def test_sampled_probes_keep_only_the_samples():
 # -- Python functions get nengo's exact time ----------------------------------------------------
 
 
-def test_python_functions_get_exact_time_in_float64():
-    """With float64 signals, Python functions get exactly nengo's ``t``. (In float32 they
-    get ``t`` rounded to float32, as the signals they read are: nengo's own
-    test_node.py::test_args requires ``x[0] == t`` for ``x`` fed from ``lambda t: t``.)"""
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimize", [True, False])
+def test_python_functions_get_nengos_exact_time_and_values(dtype, optimize):
+    """Python functions get nengo's float64 ``t`` (``t > 0.001`` is false at the first
+    step), and values computed in Python on their way to them (here ``lambda t: t``,
+    through a connection) arrive unrounded: ``x[0] == t`` as in nengo.Simulator."""
     seen = []
     with nengo.Network() as net:
-        nengo_onnx.configure_settings(dtype="float64")
+        nengo_onnx.configure_settings(dtype=dtype)
         u = nengo.Node(lambda t: t)
-        f = nengo.Node(lambda t, x: seen.append((t, x[0])) or x, size_in=1)
+        f = nengo.Node(lambda t, x: seen.append((t, x[0], t > 0.001)) or x, size_in=1)
         nengo.Connection(u, f, synapse=None)
+        nengo.Connection(u, f, transform=0.5, synapse=None)
     times = {}
     for simulator in (nengo.Simulator, nengo_onnx.Simulator):
-        with simulator(net, progress_bar=False) as sim:
+        kwargs = {} if simulator is nengo.Simulator else {"optimize": optimize}
+        with simulator(net, progress_bar=False, **kwargs) as sim:
             seen.clear()
             sim.run_steps(5)
             times[simulator] = list(seen)
     assert times[nengo_onnx.Simulator] == times[nengo.Simulator]
-    assert not times[nengo_onnx.Simulator][0][0] > 0.001
+    assert times[nengo_onnx.Simulator][0][2] is False
 
 
 # -- real signatures ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from nengo import Node
 
 from nengo_onnx import ort_setup
 from nengo_onnx.compiler.block import emit_block
+from nengo_onnx.compiler.emit import find_emitter
 from nengo_onnx.compiler.graph import operator_graph, step_order
 from nengo_onnx.compiler.names import Names
 from nengo_onnx.compiler.params import ParameterStore
@@ -253,8 +254,13 @@ class Program:
         return self._segment_blocks
 
     def host_operators(self):
-        """The operators that run in Python (no ONNX form), in schedule order."""
+        """The operators that run in Python, in schedule order: those without an ONNX
+        form and those that carry values to them (`nengo_onnx.passes.split_host`)."""
         return [item for kind, item in self.segments if kind == "host"]
+
+    def python_operators(self):
+        """The operators without an ONNX form (what stops training and export)."""
+        return [op for op in self.host_operators() if find_emitter(op)[0] is None]
 
     def invalidate(self):
         """Forget every compiled model (they are compiled again when needed).

@@ -358,7 +358,7 @@ def atomic_write(path, data):
 def unexportable(program):
     """``[(object description, reason)]`` for every operator that would run in Python."""
     problems = []
-    for op in program.host_operators():
+    for op in program.python_operators():
         reason = _host_reason(op)
         for desc in _describe_op(program.model, op):
             if (desc, reason) not in problems:

@@ -50,6 +50,15 @@ class InputFeeder:
         keys = [k for k in self.program.feeds if k not in skip]
         self._precomputed = self.time_values.all_values(keys, 0, n_steps)
 
+    def exact_values(self, key, step, data=None, data_start=0):
+        """``[B, *shape]`` float64 value of feed ``key`` at step ``step + 1`` (for a
+        feed run in Python, `nengo_onnx.runtime.host.HostFeed`)."""
+        batch = self.program.minibatch_size
+        if data and key in data:
+            return np.asarray(data[key][:, step - data_start], dtype=np.float64)
+        value = self.time_values.all_values([key], step, 1)[key][0]
+        return np.broadcast_to(value, (batch, *value.shape))
+
     def __call__(
         self, step_inputs, start, n_steps, data=None, rows=slice(None), data_start=0, batch=None
     ):

@@ -12,15 +12,10 @@ from nengo.exceptions import SimulationError
 from nengo_onnx.compiler.signals import dense, view_indices
 
 
-def sim_time(step, dt, dtype=np.float64):
-    """``step * dt`` rounded to ``dtype``, as a Python float.
-
-    Time-only inputs are computed at nengo's exact (float64) time. Python functions
-    of the network's signals get the time rounded to the simulation dtype, like the
-    signals they read: ``Node(lambda t: t)`` fed into such a function then gives
-    exactly its ``t`` (nengo's own test_node.py::test_args checks ``x[0] == t``).
-    """
-    return float(np.dtype(dtype).type(step * dt))
+def sim_time(step, dt):
+    """``step * dt`` in float64, as a Python float: the ``t`` nengo.Simulator gives
+    Python functions (time-only inputs and functions of signals alike)."""
+    return float(np.float64(step) * np.float64(dt))
 
 
 class TimeFeeder:
@@ -83,7 +78,6 @@ class HostOp:
         self.plan = program.signals
         self.params = program.params
         self.time_base = program.model.time.base
-        self.dtype = program.dtype
         dt = self.dt = program.dt
         bases = []
         for sig in op.all_signals:
@@ -114,22 +108,68 @@ class HostOp:
                     dict.__getitem__(sd, base)[...] = self.params.value(base)
         return self
 
-    def __call__(self, store, step_number):
+    def __call__(self, store, step_number, exact):
+        """Run one step for every minibatch item.
+
+        ``exact`` holds the float64 values (``[B, ...]``) of the bases that Python
+        computed this step: they are read in preference to ``store``'s (which the
+        ONNX segments see, in the simulation dtype), and the operator's results
+        go into both.
+        """
         for b, (sd, step) in enumerate(self.items):
             for base in self.bases:
                 if base is self.time_base:
-                    # in the simulation dtype, as the signals it reads (see `sim_time`)
-                    dict.__getitem__(sd, base)[...] = sim_time(step_number, self.dt, self.dtype)
+                    dict.__getitem__(sd, base)[...] = sim_time(step_number, self.dt)
+                elif base in exact:
+                    dict.__getitem__(sd, base)[...] = exact[base][b]
                 elif base in store:
                     value = store[base][b] if self.plan.batched(base) else store[base]
                     dict.__getitem__(sd, base)[...] = value
             step()
             for base in self.written:
                 value = dict.__getitem__(sd, base)
-                if self.plan.batched(base):
-                    store[base][b] = value
-                else:
-                    store[base][...] = value
+                write_item(exact, store, self.plan, base, b, value)
+
+
+def write_item(exact, store, plan, base, item, value):
+    """Write minibatch item ``item``'s ``value`` of ``base`` into ``exact`` (float64)
+    and ``store`` (the simulation's arrays)."""
+    if base not in exact:  # the other items keep their current values
+        current = store[base] if plan.batched(base) else store[base][None]
+        exact[base] = np.array(current, dtype=np.float64)
+    exact[base][item if plan.batched(base) else 0] = value
+    if plan.batched(base):
+        store[base][item] = value
+    else:
+        store[base][...] = value
+
+
+class HostFeed:
+    """A `FeedInput` run in Python: it writes its fed value (float64) each step.
+
+    Used where the fed value only travels to Python operators (see
+    `nengo_onnx.passes.split_host`), so they get it unrounded.
+    """
+
+    def __init__(self, feed, program):
+        self.feed = feed
+        self.plan = program.signals
+        self.base = feed.dst.base
+        self.index = view_indices(feed.dst).ravel()
+
+    def __call__(self, store, values, exact):
+        """``values``: ``[B, *dst.shape]`` float64, this step's fed value."""
+        plan, base = self.plan, self.base
+        for b in range(len(values)):
+            current = (
+                exact[base][b]
+                if base in exact
+                else (store[base][b] if plan.batched(base) else store[base])
+            )
+            flat = np.array(current, dtype=np.float64).reshape(-1)
+            new = np.asarray(values[b], dtype=np.float64).reshape(-1)
+            flat[self.index] = flat[self.index] + new if self.feed.mode == "inc" else new
+            write_item(exact, store, plan, base, b, flat.reshape(base.shape))
 
 
 def read_signal(store, signals, sig, minibatch_size, initial=None):

@@ -14,8 +14,9 @@ minibatched) and the step count; the program owns what is compiled.
 
 import numpy as np
 
+from nengo_onnx.compiler.operators import FeedInput
 from nengo_onnx.runtime.feeds import InputFeeder
-from nengo_onnx.runtime.host import HostOp, read_signal
+from nengo_onnx.runtime.host import HostFeed, HostOp, read_signal
 
 
 class Runtime:
@@ -43,6 +44,9 @@ class Runtime:
         self.feeder = InputFeeder(self.program, seed)
         self.rng = self.feeder.rng
         self.store = self.initial_state()
+        # float64 values of the bases Python operators wrote (see HostOp), kept across
+        # steps until an ONNX segment writes the base
+        self.exact = {}
         self.n_steps = 0
         self._hosts = {}
         self.load_parameters()
@@ -55,9 +59,11 @@ class Runtime:
         hosts = {}
         for op in self.program.host_operators():
             host = self._hosts.get(op)
-            if host is None:
-                host = HostOp(op, self.program, self.B, self.rng)
-            hosts[op] = host.load_values()
+            if isinstance(op, FeedInput):
+                host = host or HostFeed(op, self.program)
+            else:
+                host = (host or HostOp(op, self.program, self.B, self.rng)).load_values()
+            hosts[op] = host
         self._hosts = hosts
 
     def state_arrays(self):
@@ -83,6 +89,7 @@ class Runtime:
             return False
         for name, base in by_name.items():
             self.store[base] = np.array(arrays[name], dtype=self.store[base].dtype)
+        self.exact.clear()
         return True
 
     # -- running ---------------------------------------------------------------------------
@@ -139,10 +146,15 @@ class Runtime:
     def _run_segments(self, data, data_start):
         # as in nengo.Simulator, a step that fails leaves the state as far as it got,
         # and is not counted
-        store = self.store
+        store, exact = self.store, self.exact
         for kind, item in self.program.segment_blocks():
             if kind == "host":
-                self._hosts[item](store, self.n_steps + 1)
+                host = self._hosts[item]
+                if isinstance(host, HostFeed):
+                    values = self.feeder.exact_values(item.key, self.n_steps, data, data_start)
+                    host(store, values, exact)
+                else:
+                    host(store, self.n_steps + 1, exact)
                 continue
             block, session = item
             feeds = self.feeder(block.step_inputs, self.n_steps, 1, data, data_start=data_start)
@@ -151,6 +163,7 @@ class Runtime:
             names = [out for _, _, out in block.state]
             for (base, _, _), value in zip(block.state, session.run(names, feeds)):
                 store[base][...] = value
+                exact.pop(base, None)  # now the graph's value
         self.n_steps += 1
         return {
             key: read_signal(store, self.program.signals, sig, self.B)[:, None]

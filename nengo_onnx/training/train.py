@@ -322,7 +322,7 @@ def _windows(n_steps, truncation):
 
 def _check_trainable_network(sim):
     if not sim.program.unrolled:
-        host = [type(op).__name__ for op in sim.program.host_operators()]
+        host = [type(op).__name__ for op in sim.program.python_operators()]
         raise SimulationError(
             "cannot train this network: some operators have no ONNX form and run in "
             f"Python ({', '.join(sorted(set(host))) or 'host operators'}), so the "
