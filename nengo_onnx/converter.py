@@ -1007,7 +1007,9 @@ class Converter:
         names = list(self.outputs)
         expected = dict(zip(names, session.run(names, feeds)))
 
-        rate_net = self.net.copy()
+        with warnings.catch_warnings():  # nengo's copy of passthrough Nodes warns
+            warnings.filterwarnings("ignore", message="'Node.size_out' is being overwritten")
+            rate_net = self.net.copy()
         originals, copies = self.net.all_objects, rate_net.all_objects
         twin = {id(a): b for a, b in zip(originals, copies)}
         for ens in rate_net.all_ensembles:
