@@ -44,6 +44,7 @@ from onnx.reference import ReferenceEvaluator
 import nengo_onnx
 from nengo_onnx import ort_setup
 from nengo_onnx.compiler.names import sanitize
+from nengo_onnx.config import configure_settings
 from nengo_onnx.onnx_node import OnnxNode, load_model
 
 #: ONNX float element types -> numpy dtypes
@@ -229,8 +230,10 @@ class Converter:
         self._consts = {t.name: numpy_helper.to_array(t) for t in self.model.graph.initializer}
         self._values = {}
         graph_label = self.model.graph.name or "onnx_model"
-        self.net = nengo.Network(label=f"Converter({graph_label})")
+        # seeded: the same model converts to the same network (initial neuron states too)
+        self.net = nengo.Network(label=f"Converter({graph_label})", seed=0)
         with self.net:
+            configure_settings(trainable=None)  # adds the ``trainable`` config option
             self._bias_node = None
             self._convert()
         self._report_unused_keys()
@@ -716,6 +719,10 @@ class Converter:
             encoders=nengo.dists.Choice([[1.0]]),
             label=node.name,
         )
+        # inputs arrive on ens.neurons (and biases through connections): the ensemble's
+        # encoders and its zero bias are not parameters of the model (NengoDL's choice)
+        self.net.config[ens].trainable = False
+        self.net.config[ens.neurons].trainable = False
         self._connect(value, ens.neurons, via=(node.name,))
         out = _Value(value.shape, [_Term(ens.neurons)])
         if out_scale is not None:

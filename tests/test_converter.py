@@ -195,7 +195,8 @@ def test_objects_made():
     ens = layers["relu_a"].ensemble
     assert ens.n_neurons == 4 * 9 * 9
     assert isinstance(ens.neuron_type, nengo.RectifiedLinear)
-    convs = [c for c in converter.net.all_connections if isinstance(c.transform, nengo.Convolution)]
+    conns = converter.net.all_connections
+    convs = [c for c in conns if isinstance(c.transform, nengo.Convolution)]
     # conv, grouped conv, average pool (depthwise), global average pool (depthwise)
     assert {c.transform.groups for c in convs} == {1, 2, 4, 6}
     assert all(not c.transform.channels_last for c in convs)
@@ -273,9 +274,9 @@ def test_spiking_accuracy(name, capsys):
 @pytest.fixture(scope="module")
 def digits_mlp():
     pytest.importorskip("skl2onnx")
+    from skl2onnx import to_onnx
     from sklearn.datasets import load_digits
     from sklearn.neural_network import MLPClassifier
-    from skl2onnx import to_onnx
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16).astype(np.float32)
