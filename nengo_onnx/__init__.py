@@ -19,6 +19,7 @@ _PUBLIC = {
     "ExportError": "nengo_onnx.exporting.exporter",
     "ParamsMismatchError": "nengo_onnx.compiler.params",
     "OnnxNode": "nengo_onnx.onnx_node",
+    "Converter": "nengo_onnx.converter",
     "objectives": None,
     "optimizers": None,
 }

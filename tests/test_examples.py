@@ -22,7 +22,9 @@ def figures(name):
     return module.FIGURES
 
 
-@pytest.mark.parametrize("name", ["from_nengo", "from_onnx", "spiking_digits"])
+@pytest.mark.parametrize(
+    "name", ["from_nengo", "from_onnx", "spiking_digits", "from_any_framework"]
+)
 def test_example_runs_and_writes_its_plots(name, tmp_path):
     expected = figures(name)
     assert expected and all(f.endswith(".png") for f in expected)
