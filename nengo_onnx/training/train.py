@@ -47,13 +47,13 @@ from nengo.utils.progress import Progress, ProgressTracker
 from nengo_onnx import ort_setup
 from nengo_onnx.compiler import trainable
 from nengo_onnx.compiler.params import ParamGroup, describe, param_groups
+from nengo_onnx.events import EventWriter, next_run_dir
 from nengo_onnx.files import write_atomically
 from nengo_onnx.objectives import mse, objective_name, takes_targets
 from nengo_onnx.optimizers import Optimizer
 from nengo_onnx.runtime.feeds import InputFeeder
 from nengo_onnx.runtime.runtime import Runtime
 from nengo_onnx.training.graph import compile_window
-from nengo_onnx.events import EventWriter, next_run_dir
 
 #: File name written by ``train(..., profile=True)`` (in the working directory).
 PROFILE_FILE = "nengo_onnx_profile.json"
