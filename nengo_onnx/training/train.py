@@ -94,10 +94,11 @@ class Data:
         return seen
 
 
-def validate_data(sim, data, objective=None):
+def validate_data(sim, data, objective=None, terms=True):
     """Check ``data`` and ``objective`` against the network; returns a `Data`.
 
-    Every problem is a ``ValidationError`` that says what was expected.
+    Every problem is a ``ValidationError`` that says what was expected. With
+    ``terms=False`` (inputs only, e.g. for predictions) the objective is not read.
     """
     if not isinstance(data, Mapping) or len(data) == 0:
         raise ValidationError(
@@ -172,7 +173,8 @@ def validate_data(sim, data, objective=None):
             obj=sim,
         )
     result = Data(n_inputs, n_steps, inputs, targets)
-    result.terms = _terms(sim, objective, targets)
+    if terms:
+        result.terms = _terms(sim, objective, targets)
     return result
 
 
@@ -327,7 +329,7 @@ def _check_trainable_network(sim):
         )
 
 
-def _check_optimizer(optimizer):
+def check_optimizer(optimizer):
     if not isinstance(optimizer, Optimizer) and not callable(getattr(optimizer, "apply", None)):
         raise ValidationError(
             "optimizer must be a nengo_onnx.optimizers optimizer, e.g. "
@@ -358,7 +360,7 @@ def train(
     epoch and after every minibatch; the Keras-style ``fit`` uses it
     (`nengo_onnx.training.keras`).
     """
-    _check_optimizer(optimizer)
+    check_optimizer(optimizer)
     n_epochs = _check_count("n_epochs", n_epochs)
     truncation = _check_count("truncation", truncation, allow_none=True)
     if profile is not None and not isinstance(profile, (bool, str, os.PathLike)):
