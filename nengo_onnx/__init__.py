@@ -19,8 +19,12 @@ _PUBLIC = {
     "ExportError": "nengo_onnx.exporting.exporter",
     "ParamsMismatchError": "nengo_onnx.compiler.params",
     "OnnxNode": "nengo_onnx.onnx_node",
+    "SoftLIFRate": "nengo_onnx.neurons",
     "objectives": None,
     "optimizers": None,
+    "losses": None,
+    "metrics": None,
+    "callbacks": None,
 }
 __all__ = [*_PUBLIC, "__version__"]
 
