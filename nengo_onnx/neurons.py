@@ -39,13 +39,6 @@ class SoftLIFRate(LIFRate):
         )
         self.sigma = sigma
 
-    @property
-    def _argreprs(self):
-        args = super()._argreprs
-        if self.sigma != 1.0:
-            args.append(f"sigma={self.sigma}")
-        return args
-
     def rates(self, x, gain, bias):
         """The steady-state rates for inputs ``x`` (this type's own curve, not LIFRate's)."""
         J = self.current(x, gain, bias)
