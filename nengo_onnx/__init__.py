@@ -20,8 +20,12 @@ _PUBLIC = {
     "ParamsMismatchError": "nengo_onnx.compiler.params",
     "OnnxNode": "nengo_onnx.onnx_node",
     "Converter": "nengo_onnx.converter",
+    "SoftLIFRate": "nengo_onnx.neurons",
     "objectives": None,
     "optimizers": None,
+    "losses": None,
+    "metrics": None,
+    "callbacks": None,
 }
 __all__ = [*_PUBLIC, "__version__"]
 

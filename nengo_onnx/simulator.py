@@ -22,6 +22,7 @@ from nengo_onnx.config import settings_of
 from nengo_onnx.exporting.exporter import export_program
 from nengo_onnx.runtime.runtime import Runtime
 from nengo_onnx.runtime.signals import SignalValues
+from nengo_onnx.training import keras
 from nengo_onnx.training import train as training
 
 #: Steps per ONNX call. Session creation grows faster than linearly with the
@@ -138,6 +139,7 @@ class Simulator:
         self.recorded = ProbeData(self.model.probes, self.minibatch_size, self.dtype, self.dt)
         self.data = SimulationData(self.recorded, self.program.params)
         self.training_state = training.TrainingState()
+        self.keras_setup = None  # what compile() set up
         self.closed = False
         self.reset(seed=seed)
 
@@ -245,6 +247,7 @@ class Simulator:
         self.recorded = ProbeData(self.model.probes, self.minibatch_size, self.dtype, self.dt)
         self.data = SimulationData(self.recorded, self.program.params)
         self.training_state = training.TrainingState()
+        self.keras_setup = None
         self.closed = False
         self.reset(seed=self.seed)
         if state["state"] is not None:
@@ -474,6 +477,119 @@ class Simulator:
         """
         self._check_open()
         return training.loss(self, data, objective=objective)
+
+    # -- NengoDL 3's Keras-style API (nengo_onnx.training.keras) --------------------------
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
+        """Set the optimizer, losses and metrics of `fit` and `evaluate` (Keras's ``compile``).
+
+        Parameters
+        ----------
+        optimizer : `nengo_onnx.optimizers.Optimizer` or str
+            An optimizer, or a name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``,
+            ``"adagrad"``: Keras's defaults).
+        loss : str, callable, `nengo_onnx.losses.Loss`, list or dict
+            ``fn(y_true, y_pred)`` (Keras's order), a `nengo_onnx.losses` name or object,
+            for every probe with targets; or ``{probe or probe name: loss}``; or a list in
+            the order of ``sim.model.probes``. Several losses are summed.
+        metrics : str, callable, list or dict
+            Metrics (`nengo_onnx.metrics`) for every probe with targets (a name, a
+            function or a list of them), or ``{probe or probe name: metric(s)}``.
+        """
+        self._check_open()
+        keras.compile(self, optimizer, loss=loss, metrics=metrics)
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        n_steps=None,
+        epochs=1,
+        validation_data=None,
+        callbacks=None,
+        shuffle=True,
+    ):
+        """Train with the `compile` settings (Keras's ``fit``), through `train`.
+
+        Parameters
+        ----------
+        x : dict, list, array or None
+            Inputs ``{input Node or name: (n, n_steps, node.size_out)}``, a list in the
+            order of the input Nodes, one array for the only input Node, or None (the
+            Nodes keep their own output).
+        y : dict, list or array
+            Targets ``{Probe or name: array}`` (for the sparse losses, class labels
+            ``(n, n_steps, 1)``), or one array for the only probe with a loss.
+        n_steps : int, optional
+            Timesteps (checked against ``x``; needed where ``x`` is None).
+        epochs : int
+            Passes through the data.
+        validation_data : tuple, optional
+            ``(x_val, y_val)``, evaluated (as `evaluate` does, spiking) after each epoch:
+            ``val_loss`` and ``val_<probe>_<metric>``.
+        callbacks : list of `nengo_onnx.callbacks.Callback`
+            Called at the start and end of training, of each epoch and after each
+            minibatch (e.g. ``EarlyStopping``, ``TensorBoard``).
+        shuffle : bool
+            New random minibatches each epoch.
+
+        Returns
+        -------
+        `nengo_onnx.callbacks.History`
+            ``history.history``: ``{"loss": [...], "<probe>_<metric>": [...],
+            "val_loss": [...], ...}``, one value per epoch.
+        """
+        self._check_open()
+        return keras.fit(
+            self,
+            x=x,
+            y=y,
+            n_steps=n_steps,
+            epochs=epochs,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            shuffle=shuffle,
+        )
+
+    def evaluate(self, x=None, y=None, n_steps=None):
+        """The `compile` losses and metrics on ``x`` and ``y`` (as for `fit`).
+
+        The network runs as `run` runs it (spiking neurons spike), from the initial
+        state. Returns ``{"loss": sum of the losses, "<probe>_loss": each (with several
+        losses), "<probe>_<metric>": ...}``, each a mean over examples and timesteps.
+        """
+        self._check_open()
+        return keras.evaluate(self, x=x, y=y, n_steps=n_steps)
+
+    def predict(self, x=None, n_steps=None):
+        """The outputs of every probe on the inputs ``x`` (as for `fit`):
+        ``{probe: (n, n_steps, probe.size_in)}``.
+
+        The network runs as `run` runs it, from the initial state, one minibatch at a
+        time (``n`` must be a multiple of ``minibatch_size``; with ``x=None``, ``n`` is
+        ``minibatch_size``); the simulator's own state and probe data are untouched.
+        """
+        self._check_open()
+        return keras.predict(self, x=x, n_steps=n_steps)
+
+    def predict_on_batch(self, x=None, n_steps=None):
+        """`predict` on exactly one minibatch (``minibatch_size`` examples)."""
+        self._check_open()
+        return keras.predict(self, x=x, n_steps=n_steps, on_batch=True)
+
+    def get_nengo_params(self, objs, as_dict=False):
+        """Constructor arguments that rebuild ``objs`` with the current (trained)
+        parameters in another, plain nengo network (NengoDL's ``get_nengo_params``).
+
+        ``objs``: an Ensemble or Connection, or a list of them. Ensembles get
+        ``encoders``, ``normalize_encoders=False``, ``gain``, ``bias``, ``max_rates``,
+        ``intercepts``; decoded Connections ``solver=NoSolver(...)``, ``function``,
+        ``transform``; others their ``transform``. Returns a dict (one object), a list,
+        or ``{label: dict}`` with ``as_dict=True``. See
+        `nengo_onnx.compiler.params.nengo_params`.
+        """
+        self._check_open()
+        return params_io.nengo_params(self.program, objs, as_dict=as_dict)
 
     def save_params(self, path, include_state=False):
         """Save every trainable parameter (and optionally the simulation state) to ``path``.

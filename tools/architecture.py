@@ -70,9 +70,26 @@ UNITS = [
     ("onnx_node", ["nengo_onnx.onnx_node"], "OnnxNode"),
     ("files", ["nengo_onnx.files"], "atomic file writes"),
     ("ort_setup", ["nengo_onnx.ort_setup"], "onnxruntime sessions, torch-free training import"),
+    ("events", ["nengo_onnx.events"], "TensorBoard event files"),
+    ("callbacks", ["nengo_onnx.callbacks"], "callbacks of sim.fit"),
+    ("neurons", ["nengo_onnx.neurons"], "SoftLIFRate"),
+    ("losses", ["nengo_onnx.losses"], "Keras-style losses of sim.compile"),
+    ("metrics", ["nengo_onnx.metrics"], "Keras-style metrics of sim.compile"),
 ]
 #: Units drawn together as the user-facing leaf modules.
-LEAVES = ("config", "objectives", "optimizers", "onnx_node", "files", "ort_setup")
+LEAVES = (
+    "config",
+    "objectives",
+    "optimizers",
+    "onnx_node",
+    "files",
+    "ort_setup",
+    "events",
+    "callbacks",
+    "neurons",
+    "losses",
+    "metrics",
+)
 #: Third-party packages whose importers are listed (the two ends of the flow);
 #: those named in `DRAWN` are also nodes of the diagram.
 EXTERNAL = {"nengo": "nengo", "onnxruntime": "onnxruntime"}

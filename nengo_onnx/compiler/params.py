@@ -16,6 +16,7 @@ import zipfile
 
 import nengo
 import numpy as np
+from nengo.ensemble import Neurons
 from nengo.exceptions import SimulationError, ValidationError
 
 from nengo_onnx.compiler import trainable
@@ -420,3 +421,115 @@ class ZeroFunction:
 
     def __call__(self, x):
         return np.zeros(self.size)
+
+
+# -- parameters as constructor arguments (NengoDL's get_nengo_params) ------------------------
+
+
+def nengo_params(program, objs, as_dict=False):
+    """Constructor arguments that rebuild ``objs`` with ``program``'s current parameters.
+
+    ``objs`` is an Ensemble, Neurons (its Ensemble) or Connection, or a list of them.
+    As NengoDL's ``get_nengo_params``: an Ensemble gets ``encoders`` (scaled back by
+    ``radius / gain``), ``normalize_encoders=False``, ``gain``, ``bias`` and Nengo's
+    default ``max_rates``/``intercepts``; a decoded Connection ``solver=NoSolver(decoders,
+    weights=False)``, a ``function`` returning zeros and ``transform=None``; other
+    Connections their trained ``transform`` (an array, or a ``Convolution`` or
+    ``Sparse`` of the same form); a Connection without weights ``{"transform": None}``.
+    The other arguments (neuron type, synapse, ...) are the caller's. Returns one dict
+    for one object, a list for a list, or ``{label: dict}`` with ``as_dict=True``.
+    """
+    single = not isinstance(objs, (list, tuple))
+    items = [objs] if single else list(objs)
+    items = [obj.ensemble if isinstance(obj, Neurons) else obj for obj in items]
+    result = []
+    for obj in items:
+        if isinstance(obj, nengo.Ensemble):
+            result.append(_ensemble_params(program, obj))
+        elif isinstance(obj, nengo.Connection):
+            result.append(_connection_params(program, obj))
+        else:
+            raise ValidationError(
+                f"get_nengo_params takes Ensembles and Connections (got {describe(obj)})",
+                attr="objs",
+            )
+    if single:
+        return result[0]
+    if as_dict:
+        by_label = {}
+        for obj, params in zip(items, result):
+            if obj.label in by_label:
+                raise ValidationError(
+                    f"two objects have the label {obj.label!r}; as_dict=True needs unique labels",
+                    attr="as_dict",
+                )
+            by_label[obj.label] = params
+        return by_label
+    return result
+
+
+def _ensemble_params(program, ens):
+    if isinstance(ens.neuron_type, nengo.Direct):
+        raise ValidationError(
+            f"{ens} has Direct neurons, whose encoders nengo's builder ignores; read its "
+            "parameters from sim.data instead",
+            attr="objs",
+        )
+    if ens not in program.model.params:
+        raise ValidationError(f"{ens} is not in this simulator's network", attr="objs")
+    built = program.params.built(ens)
+    gain = np.array(built.gain)
+    return {
+        "encoders": np.array(built.scaled_encoders) * ens.radius / gain[:, None],
+        "normalize_encoders": False,
+        "gain": gain,
+        "bias": np.array(built.bias),
+        "max_rates": nengo.Ensemble.max_rates.default,
+        "intercepts": nengo.Ensemble.intercepts.default,
+    }
+
+
+def _connection_params(program, conn):
+    if conn not in program.model.params:
+        raise ValidationError(f"{conn} is not in this simulator's network", attr="objs")
+    if program.model.sig[conn].get("weights") is None:
+        return {"transform": None}
+    weights = np.array(program.params.built(conn).weights)
+    pre = conn.pre_obj
+    transform = conn.transform
+    if isinstance(transform, nengo.Convolution):
+        return {
+            "transform": nengo.Convolution(
+                transform.n_filters,
+                transform.input_shape,
+                kernel_size=transform.kernel_size,
+                strides=transform.strides,
+                padding=transform.padding,
+                channels_last=transform.channels_last,
+                init=weights,
+                groups=transform.groups,
+            )
+        }
+    if isinstance(transform, nengo.transforms.Sparse):
+        return {
+            "transform": nengo.transforms.Sparse(
+                transform.shape, indices=transform.indices, init=weights
+            )
+        }
+    if isinstance(transform, (nengo.transforms.Dense, nengo.transforms.NoTransform)):
+        if isinstance(pre, nengo.Ensemble) and not isinstance(pre.neuron_type, nengo.Direct):
+            if conn.solver.weights:
+                return {"solver": nengo.solvers.NoSolver(weights.T, weights=True)}
+            return {
+                "solver": nengo.solvers.NoSolver(weights.T, weights=False),
+                "function": ZeroFunction(weights.shape[0]),
+                "transform": None,
+            }
+        if all(n == 1 for n in weights.shape):
+            weights = np.squeeze(weights)
+        return {"transform": weights}
+    raise ValidationError(
+        f"cannot get the parameters of {conn}: its {type(transform).__name__} transform is "
+        "not supported",
+        attr="objs",
+    )

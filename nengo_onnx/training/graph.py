@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from nengo.exceptions import SimulationError, ValidationError
@@ -78,14 +78,15 @@ def _emit_term(g, term, index, outputs, targets, shapes):
     return inline(g, model, mapping, prefix=f"objective{index}.")
 
 
-def add_loss(model, block, terms, names, batch, param_names=()):
+def add_loss(model, block, terms, names, batch, param_names=(), keep_probes=()):
     """Add the objectives' loss nodes to ``model``.
 
     New inputs: ``target.<probe>`` ``[B, K, size]`` per probe with targets and
     ``loss.scale`` (a scalar multiplying the non-``None`` objectives). New
     outputs, first: ``train_loss`` (what is differentiated) and ``loss`` (the
-    reported loss, without the ``None`` objectives); then the state outputs
-    (probe outputs are dropped). Every name in ``param_names`` that the loss does
+    reported loss, without the ``None`` objectives); then the state outputs, then
+    the outputs of the probes in ``keep_probes`` (the other probe outputs are
+    dropped). Every name in ``param_names`` that the loss does
     not reach gets a zero term (``0 * sum(P)``), so that onnxruntime-training
     accepts it as a parameter: every window length then trains the same set.
     Returns ``{probe: target input name}``.
@@ -143,6 +144,8 @@ def add_loss(model, block, terms, names, batch, param_names=()):
     for domain, version in g.extra_opsets.items():
         model.opset_import.append(helper.make_opsetid(domain, version))
     states = [o for o in graph.output if o.name.startswith("state_out.")]
+    kept = {names.probe(p) for p in keep_probes}
+    probes = [o for o in graph.output if o.name in kept]
     del graph.output[:]
     graph.output.extend(
         [
@@ -150,6 +153,7 @@ def add_loss(model, block, terms, names, batch, param_names=()):
             helper.make_tensor_value_info(report_name, TensorProto.FLOAT, []),
         ]
         + states
+        + probes
     )
     return target_inputs
 
@@ -191,6 +195,7 @@ class Compiled:
     checkpoint: object = None  # the CheckpointState holding the parameters
     params: tuple = ()
     unreached: frozenset = frozenset()  # the `Param` objects no gradient reaches
+    probe_outputs: dict = field(default_factory=dict)  # kept probe -> output index
 
     def __call__(self, feeds):
         if self.module is not None:
@@ -204,12 +209,21 @@ def _objective_key(terms):
 
 
 def compile_window(
-    program, n_steps, terms, param_names, session_options=None, cache=True, keep_state=True
+    program,
+    n_steps,
+    terms,
+    param_names,
+    session_options=None,
+    cache=True,
+    keep_state=True,
+    keep_probes=(),
 ):
     """The `Compiled` graph of ``n_steps`` for ``terms`` (cached in ``program``).
 
     ``keep_state=False`` leaves out the final-state outputs (a single window needs
     none; copying them out costs more than the training step of a small network).
+    ``keep_probes``: probes whose outputs (in the training form) the graph also
+    returns (for metrics; see `Compiled.probe_outputs`).
     """
     cached = program.training_graphs
     # values of the parameters not trained here are constants in the graph
@@ -222,18 +236,32 @@ def compile_window(
             if program.names.signal(base) not in names
         )
     )
-    key = (n_steps, _objective_key(terms), tuple(param_names), baked, keep_state)
+    keep_probes = tuple(keep_probes)
+    key = (n_steps, _objective_key(terms), tuple(param_names), baked, keep_state, keep_probes)
     if cache and key in cached:
         return cached[key]
     probes = []
     for term in terms:
         probes.extend(p for p in term.probes if p not in probes)
+    probes.extend(p for p in keep_probes if p not in probes)
     block = program.emit(n_steps, probes, training=True)
     model = block.model
     _add_missing_params(program, model, param_names)
-    targets = add_loss(model, block, terms, program.names, program.minibatch_size, param_names)
+    targets = add_loss(
+        model,
+        block,
+        terms,
+        program.names,
+        program.minibatch_size,
+        param_names,
+        keep_probes=keep_probes,
+    )
     if not keep_state:
-        del model.graph.output[2:]
+        outputs = [o for o in model.graph.output if not o.name.startswith("state_out.")]
+        del model.graph.output[:]
+        model.graph.output.extend(outputs)
+    out_index = {o.name: i for i, o in enumerate(model.graph.output)}
+    probe_outputs = {p: out_index[program.names.probe(p)] for p in keep_probes}
     simplify(model, param_names)
     atoms = _atoms(program, param_names)
     reached = gradient_reach(model, atoms)
@@ -248,6 +276,7 @@ def compile_window(
     input_names = [i.name for i in model.graph.input]
     scale_name = LOSS_SCALE
     compiled = Compiled(n_steps, block.state, block.step_inputs, targets, scale_name, input_names)
+    compiled.probe_outputs = probe_outputs
     if not param_names:
         compiled.session = ort_setup.inference_session(
             model.SerializeToString(), threads=program.threads

@@ -47,13 +47,13 @@ from nengo.utils.progress import Progress, ProgressTracker
 from nengo_onnx import ort_setup
 from nengo_onnx.compiler import trainable
 from nengo_onnx.compiler.params import ParamGroup, describe, param_groups
+from nengo_onnx.events import EventWriter, next_run_dir
 from nengo_onnx.files import write_atomically
 from nengo_onnx.objectives import mse, objective_name, takes_targets
 from nengo_onnx.optimizers import Optimizer
 from nengo_onnx.runtime.feeds import InputFeeder
 from nengo_onnx.runtime.runtime import Runtime
 from nengo_onnx.training.graph import compile_window
-from nengo_onnx.training.summaries import EventWriter, next_run_dir
 
 #: File name written by ``train(..., profile=True)`` (in the working directory).
 PROFILE_FILE = "nengo_onnx_profile.json"
@@ -94,10 +94,11 @@ class Data:
         return seen
 
 
-def validate_data(sim, data, objective=None):
+def validate_data(sim, data, objective=None, terms=True):
     """Check ``data`` and ``objective`` against the network; returns a `Data`.
 
-    Every problem is a ``ValidationError`` that says what was expected.
+    Every problem is a ``ValidationError`` that says what was expected. With
+    ``terms=False`` (inputs only, e.g. for predictions) the objective is not read.
     """
     if not isinstance(data, Mapping) or len(data) == 0:
         raise ValidationError(
@@ -175,7 +176,8 @@ def validate_data(sim, data, objective=None):
             obj=sim,
         )
     result = Data(n_inputs, n_steps, inputs, targets)
-    result.terms = _terms(sim, objective, targets)
+    if terms:
+        result.terms = _terms(sim, objective, targets)
     return result
 
 
@@ -330,7 +332,7 @@ def _check_trainable_network(sim):
         )
 
 
-def _check_optimizer(optimizer):
+def check_optimizer(optimizer):
     if not isinstance(optimizer, Optimizer) and not callable(getattr(optimizer, "apply", None)):
         raise ValidationError(
             "optimizer must be a nengo_onnx.optimizers optimizer, e.g. "
@@ -349,14 +351,19 @@ def train(
     summaries=None,
     shuffle=True,
     profile=False,
+    hooks=None,
 ):
     """`Simulator.train` (see there for the parameters).
 
     If the call is interrupted (Ctrl-C, an error, a non-finite loss), the work
     done is kept: the parameters and the optimizer's state are both as after the
     last completed minibatch.
+
+    ``hooks`` (a `TrainHooks`, or None) is called at the start and end of every
+    epoch and after every minibatch; the Keras-style ``fit`` uses it
+    (`nengo_onnx.training.keras`).
     """
-    _check_optimizer(optimizer)
+    check_optimizer(optimizer)
     n_epochs = _check_count("n_epochs", n_epochs)
     truncation = _check_count("truncation", truncation, allow_none=True)
     if profile is not None and not isinstance(profile, (bool, str, os.PathLike)):
@@ -385,12 +392,23 @@ def train(
                 session_options=so,
                 cache=not profile,
                 keep_state=len(windows) > 1,
+                keep_probes=() if hooks is None else tuple(hooks.probes),
             )
             for n in sorted({n for _, n in windows})
         }
         groups = _without_unreached(sim.program, groups, compiled.values())
         history = _train_loop(
-            sim, data, optimizer, n_epochs, shuffle, windows, compiled, groups, writer, tags
+            sim,
+            data,
+            optimizer,
+            n_epochs,
+            shuffle,
+            windows,
+            compiled,
+            groups,
+            writer,
+            tags,
+            hooks or TrainHooks(),
         )
     finally:
         if writer is not None:
@@ -429,6 +447,29 @@ def _without_unreached(program, groups, compiled):
             mask &= grp.mask
         result.append(ParamGroup(grp.base, grp.name, mask))
     return result
+
+
+class TrainHooks:
+    """What `train` calls during training (these do nothing; subclass to act).
+
+    ``probes``: the probes whose outputs (the training graph's, as the optimizer
+    sees them) `batch_end` receives.
+    """
+
+    probes = ()
+
+    def epoch_begin(self, epoch):
+        """Before the first minibatch of ``epoch`` (counted from 0)."""
+
+    def batch_end(self, epoch, batch, loss, idx, outputs):
+        """After minibatch ``batch`` of ``epoch``: its loss, the indices of its
+        examples in the data, and ``{probe: [minibatch, n_steps, size]}`` outputs."""
+
+    def epoch_end(self, epoch, loss):
+        """After ``epoch``, with its mean loss; the parameters are stored in the
+        program (and are read back afterwards, so changes made here take effect).
+        Return True to stop training."""
+        return False
 
 
 class Parameters:
@@ -472,7 +513,9 @@ class Parameters:
             program.params.set(grp.base, value)
 
 
-def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, groups, writer, tags):
+def _train_loop(
+    sim, data, optimizer, n_epochs, shuffle, windows, compiled, groups, writer, tags, hooks
+):
     tstate = sim.training_state
     if tstate.rng is None:
         tstate.rng = np.random.RandomState(sim.seed)
@@ -497,11 +540,13 @@ def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, grou
             title = f"Training epoch {epoch + 1}/{n_epochs}"
             progress = Progress(title, title, n_batches)
             losses = []
+            hooks.epoch_begin(epoch)
             with ProgressTracker(sim.progress_bar, progress) as tracker:
                 for b in range(n_batches):
                     idx = order[b * batch : (b + 1) * batch]
+                    parts = {} if hooks.probes else None
                     loss = _train_minibatch(
-                        feeder, data, compiled, windows, idx, initial, parameters, grads
+                        feeder, data, compiled, windows, idx, initial, parameters, grads, parts
                     )
                     if not np.isfinite(loss):
                         raise SimulationError(
@@ -524,11 +569,20 @@ def _train_loop(sim, data, optimizer, n_epochs, shuffle, windows, compiled, grou
                         updated = True
                     losses.append(loss)
                     _write_summaries(sim, writer, tags, loss, params)
+                    outputs = {p: np.concatenate(v, axis=1) for p, v in (parts or {}).items()}
+                    hooks.batch_end(epoch, b, loss, idx, outputs)
                     mean = float(np.mean(losses))
                     tracker.total_progress.name_during = f"{title} (loss: {mean:.4g})"
                     tracker.total_progress.step()
                 progress.name_after = f"{title}: loss {mean:.4g}"
             history["loss"].append(mean)
+            if type(hooks).epoch_end is not TrainHooks.epoch_end:
+                if updated:
+                    parameters.store(sim.program)
+                stop = hooks.epoch_end(epoch, mean)
+                parameters.load(sim.program)
+                if stop:
+                    break
     finally:
         # the optimizer's state has advanced with every completed minibatch: keep the
         # parameters of the same minibatch, so that both agree
@@ -560,8 +614,13 @@ def _nonfinite_cause(sim, data, idx, parameters):
     )
 
 
-def _train_minibatch(feeder, data, compiled, windows, idx, initial, parameters, grads):
-    """Forward and backward over the windows of one minibatch; sums the gradients."""
+def _train_minibatch(
+    feeder, data, compiled, windows, idx, initial, parameters, grads, probe_parts=None
+):
+    """Forward and backward over the windows of one minibatch; sums the gradients.
+
+    ``probe_parts`` (a dict) collects the kept probes' outputs, window by window.
+    """
     state = dict(initial)
     loss = 0.0
     for w, (start, n) in enumerate(windows):
@@ -571,8 +630,12 @@ def _train_minibatch(feeder, data, compiled, windows, idx, initial, parameters, 
         feeds.update(state)
         outputs = comp(feeds)
         loss += float(outputs[1])
-        for (_, in_name, _), value in zip(comp.state, outputs[2:]):
-            state[in_name] = value
+        if w + 1 < len(windows):  # the next window starts from this one's final state
+            for (_, in_name, _), value in zip(comp.state, outputs[2:]):
+                state[in_name] = value
+        if probe_parts is not None:
+            for probe, i in comp.probe_outputs.items():
+                probe_parts.setdefault(probe, []).append(outputs[i])
         for grp, _ in parameters.views:
             grad = comp.checkpoint.parameters[grp.name].grad
             if w == 0:
@@ -701,18 +764,29 @@ def _write_summaries(sim, writer, tags, loss, params):
 # -- loss -------------------------------------------------------------------------------------
 
 
+def forward(sim, inputs, n_inputs, n_steps, probes):
+    """Run the network as ``sim.run`` does, from the initial state, one minibatch at a
+    time; yields ``(rows, {probe: [minibatch, n_steps, size]})`` per minibatch.
+
+    ``inputs`` maps input names (``sim.program.inputs`` values) to
+    ``[n_inputs, n_steps, size]`` arrays; ``n_inputs`` is a multiple of the minibatch
+    size. The simulator's own state and probe data are untouched.
+    """
+    batch = sim.program.minibatch_size
+    runtime = Runtime(sim.program)  # its own state: the simulator's run is untouched
+    keys = {p: sim.program.probes[p] for p in probes}
+    for b in range(n_inputs // batch):
+        idx = slice(b * batch, (b + 1) * batch)
+        runtime.reset(sim.seed)
+        outputs = runtime.run(n_steps, {k: v[idx] for k, v in inputs.items()})
+        yield idx, {p: outputs[key] for p, key in keys.items()}
+
+
 def loss(sim, data, objective=None):
     """`Simulator.loss`: the objective on all of ``data`` (mean over minibatches)."""
     data = validate_data(sim, data, objective)
-    batch = sim.program.minibatch_size
-    runtime = Runtime(sim.program)  # its own state: the simulator's run is untouched
-    keys = {p: sim.program.probes[p] for p in data.probes()}
     losses = []
-    for b in range(data.n_inputs // batch):
-        idx = slice(b * batch, (b + 1) * batch)
-        runtime.reset(sim.seed)
-        outputs = runtime.run(data.n_steps, {k: v[idx] for k, v in data.inputs.items()})
-        values = {p: outputs[key] for p, key in keys.items()}
+    for idx, values in forward(sim, data.inputs, data.n_inputs, data.n_steps, data.probes()):
         targets = {p: t[idx] for p, t in data.targets.items()}
         losses.append(numpy_loss(data.terms, values, targets))
     return float(np.mean(losses))

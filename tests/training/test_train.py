@@ -9,9 +9,9 @@ import pytest
 from nengo.exceptions import SimulatorClosed, ValidationError
 
 import nengo_onnx
+from nengo_onnx import events as summaries
 from nengo_onnx import objectives, optimizers
 from nengo_onnx.compiler import trainable
-from nengo_onnx.training import summaries
 from nengo_onnx.training import train as training
 from tests.helpers import finite_differences, gradients
 

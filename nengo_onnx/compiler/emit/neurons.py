@@ -29,6 +29,7 @@ from nengo_onnx.compiler.emit.surrogates import (
     spiking,
     spiking_gradient,
 )
+from nengo_onnx.neurons import SoftLIFRate
 
 NEURON_EMITTERS = {}
 TRAINING_EMITTERS = {}
@@ -179,6 +180,14 @@ def soft_lif_rate(ctx, neurons, J, sigma):
     q = ctx.node("Where", [valid, q_valid, q_limit])
     denom = _add(ctx, _param(ctx, neurons.tau_ref), _mul(ctx, _param(ctx, neurons.tau_rc), q))
     return ctx.node("Reciprocal", [denom])
+
+
+@neuron_emitter(SoftLIFRate)
+def emit_soft_lif_rate(neurons, ctx, J, state):
+    """Implements NengoDL's ``SoftLIFRate``: ``amplitude * softlif(J, sigma)`` (see
+    `soft_lif_rate`); in training graphs too (it is differentiable everywhere)."""
+    rate = soft_lif_rate(ctx, neurons, J, neurons.sigma)
+    return _mul(ctx, rate, _param(ctx, neurons.amplitude)), {}
 
 
 @neuron_emitter(nn.AdaptiveLIFRate)

@@ -1,5 +1,9 @@
 """TensorBoard event files, written (and read back) without TensorFlow.
 
+Used by ``sim.train(summaries=...)`` (`nengo_onnx.training.train`) and by the
+`nengo_onnx.callbacks.TensorBoard` callback of ``sim.fit``: a leaf module (standard
+library and numpy only), so that user-facing modules can write them too.
+
 An event file is a sequence of TFRecords (``uint64 length``, masked CRC32C of
 the length, the payload, masked CRC32C of the payload); each payload is an
 ``Event`` protocol buffer holding a ``Summary`` of scalars or histograms. Only
