@@ -41,11 +41,11 @@ from nengo.exceptions import ValidationError
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-import nengo_onnx
 from nengo_onnx import ort_setup
 from nengo_onnx.compiler.names import sanitize
 from nengo_onnx.config import configure_settings
 from nengo_onnx.onnx_node import OnnxNode, load_model
+from nengo_onnx.simulator import Simulator
 
 #: ONNX float element types -> numpy dtypes
 _FLOATS = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64}
@@ -1030,7 +1030,7 @@ class Converter:
             values = feeds[name].reshape(batch, -1).astype(np.float64)
             twin[id(node)].output = nengo.processes.PresentInput(values, presentation_time=dt)
         if simulator is None:
-            simulator = _default_simulator()
+            simulator = Simulator
         with simulator(rate_net, dt=dt, progress_bar=False) as sim:
             sim.run_steps(batch)
             got = {name: sim.data[twin[id(probe)]] for name, probe in self.outputs.items()}
@@ -1105,7 +1105,3 @@ def _attr(node, name, default=None):
             return helper.get_attribute_value(attribute)
     return default
 
-
-def _default_simulator():
-    """``nengo_onnx.Simulator``, looked up when needed: this module imports no runtime."""
-    return nengo_onnx.Simulator
