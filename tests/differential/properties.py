@@ -52,6 +52,7 @@ KNOWN_OPEN.update({
     "N2": "freeze_params of a connection with a Convolution transform is refused",
     "N3": "training through a Convolution transform: duplicate gradient names",
     "N4": "Ensemble noise differs from nengo's",
+    "N5": "targets for a Probe of a Connection's 'input' cannot have any valid shape",
 })
 
 
@@ -228,9 +229,12 @@ MEAN_OBJECTIVES = {"default", "mse", "custom_none"}
 TRAIN_ATTRS = ("output", "decoded_output", "input")
 
 
-def trainable_probes(spec):
+def trainable_probes(spec, include_known=False):
     """The probes an objective can use (outputs, not weights or neuron states)."""
-    return [p for p in spec.probes if p.attr in TRAIN_ATTRS and p.sample_every == 1]
+    conns = {c.name for c in spec.connections}
+    return [p for p in spec.probes if p.attr in TRAIN_ATTRS and p.sample_every == 1
+            and not (p.target in conns and p.attr == "input"
+                     and known_open("N5", include_known))]
 
 
 def objective_plan(kind, probes, names, rng, include_known=False):
@@ -290,14 +294,19 @@ def write_params(path, params, template):
     return path
 
 
-def training_data(spec, names, net, with_targets, rng, n_inputs):
-    """Random inputs for every input Node and targets for ``with_targets``."""
+def training_data(spec, names, ref, with_targets, rng, n_inputs):
+    """Random inputs for every input Node and targets for ``with_targets``.
+
+    A target is as wide as the probe's data in ``ref`` (nengo's ``Probe.size_in`` of
+    a Connection's ``input`` is the connection's output size, not the data's).
+    """
     data = {}
     for obj in spec.objects:
         if obj.size_in == 0 and obj.size_out > 0:
             data[names[obj.name]] = rng.uniform(-1, 1, (n_inputs, spec.n_steps, obj.size_out))
     for probe in with_targets:
-        data[probe] = rng.uniform(-1, 1, (n_inputs, spec.n_steps, probe.size_in))
+        width = np.asarray(ref.data[probe]).shape[-1]
+        data[probe] = rng.uniform(-1, 1, (n_inputs, spec.n_steps, width))
     return data
 
 
@@ -318,13 +327,13 @@ def check_gradients(spec, objective="mse", truncation=None, n_entries=6,
     if _has_transform(spec, "Convolution") and known_open("N3", include_known):
         raise NengoRejects("skipped: issue 8 N3 (training through a Convolution)")
     rng = np.random.RandomState(spec.seed)
-    net, names, _ = reference(spec)
-    usable = trainable_probes(spec)
+    net, names, ref = reference(spec)
+    usable = trainable_probes(spec, include_known)
     if not usable:
         raise NengoRejects("no probe an objective can use")
     train_objective, loss_objective, with_targets = objective_plan(
         objective, usable, names, rng, include_known)
-    data = training_data(spec, names, net, with_targets, rng, spec.minibatch_size)
+    data = training_data(spec, names, ref, with_targets, rng, spec.minibatch_size)
     exact = (truncation is None or truncation >= spec.n_steps
              or stateless(spec) and objective in ("default", "mse"))
     with tempfile.TemporaryDirectory() as tmp, \
@@ -486,7 +495,7 @@ def check_round_trips(spec, split=None, include_known=False):
     if spec.noisy and known_open("N4", include_known):
         spec = _without_noise(spec)  # freeze compares with nengo
     split = spec.split if split is None else split
-    net, names, _ = reference(spec)
+    net, names, ref = reference(spec)
     sim = quiet(nengo_onnx.Simulator, net, **spec.sim_kwargs())
     with sim, tempfile.TemporaryDirectory() as tmp:
         if not (spec.float64 and known_open(5, include_known)):
@@ -505,10 +514,10 @@ def check_round_trips(spec, split=None, include_known=False):
                          or "Triangle" in spec.code() and known_open(3, include_known))
         if trainable:
             rng = np.random.RandomState(spec.seed)
-            usable = trainable_probes(spec)
+            usable = trainable_probes(spec, include_known)
             if usable:
                 p = names[usable[0].name]
-                data = training_data(spec, names, net, [p], rng, spec.minibatch_size or 1)
+                data = training_data(spec, names, ref, [p], rng, spec.minibatch_size or 1)
                 quiet(sim.train, data, nengo_onnx.optimizers.SGD(1e-4), shuffle=False)
                 trained = True
         sim.reset()

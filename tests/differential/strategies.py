@@ -52,6 +52,11 @@ def sum_in(t, x):
     return [np.sum(x) + t]
 
 
+def gate_in(t, x):
+    """A Python function of a Node's input with a strict threshold on ``t``."""
+    return x if t > 0.003 else -x
+
+
 def clip_in(t, x):
     """A Python function of a Node's input."""
     return np.clip(x, -0.3, 0.3)
@@ -102,7 +107,7 @@ class Interrupted(Exception):
 
 
 TIME_FUNCTIONS = {"wave": 1, "ramp2": 2, "after_3ms": 1}  # name -> size_out
-INPUT_FUNCTIONS = {"square_in": None, "sum_in": 1, "clip_in": None}  # None: size_in
+INPUT_FUNCTIONS = {"square_in": None, "sum_in": 1, "clip_in": None, "gate_in": None}  # None: size_in
 CONN_FUNCTIONS = {"square": 0, "product": None, "pad": 1, "neg_abs": 0}  # size change
 HELPERS = {name: globals()[name] for name in
            [*TIME_FUNCTIONS, *INPUT_FUNCTIONS, *CONN_FUNCTIONS, "RaiseAt", "Interrupted"]}
@@ -398,10 +403,11 @@ def ensemble(draw, name, neurons=None, labels=LABELS):
 
 
 @st.composite
-def inner_node(draw, name, size_in, allow_host=True, labels=LABELS):
+def inner_node(draw, name, size_in, allow_host=True, labels=LABELS,
+               functions=tuple(INPUT_FUNCTIONS)):
     """A Node with input: a pass-through, or a Python function of its input."""
     if allow_host and draw(st.integers(0, 2)) == 0:
-        fn = draw(st.sampled_from(sorted(INPUT_FUNCTIONS)))
+        fn = draw(st.sampled_from(sorted(functions)))
         size_out = INPUT_FUNCTIONS[fn] or size_in
         return Obj(name, "pyfunc", labelled(draw, f"nengo.Node({fn}, size_in={size_in})", labels),
                    size_in, size_out)
@@ -624,6 +630,8 @@ def networks(draw, trainable=False, allow_host=True, allow_learning=True, dtypes
     labels = [x for x in LABELS if x != "const" or not known_open(2, include_known)]
     time_functions = [f for f in TIME_FUNCTIONS
                       if f != "after_3ms" or not known_open(10, include_known)]
+    input_functions = [f for f in INPUT_FUNCTIONS
+                       if f != "gate_in" or not known_open(10, include_known)]
     synapses = [s for s in SYNAPSES if not (trainable and "Triangle" in s
                                              and known_open(3, include_known))]
     attrs = None
@@ -642,7 +650,8 @@ def networks(draw, trainable=False, allow_host=True, allow_learning=True, dtypes
         objects.append(draw(ensemble(f"ens{i}", neurons, labels)))
     for i in range(draw(st.integers(0, 2))):
         objects.append(draw(inner_node(f"mid{i}", draw(st.integers(1, 4)),
-                                       allow_host=allow_host, labels=labels)))
+                                       allow_host=allow_host, labels=labels,
+                                       functions=input_functions)))
     connections = []
     for i in range(draw(st.integers(1, 5))):
         connections += draw(connection(f"conn{i}", objects, allow_host=allow_host,
