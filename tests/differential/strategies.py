@@ -523,7 +523,8 @@ def connection(draw, name, objects, allow_host=True, allow_learning=True, synaps
         fn = draw(st.sampled_from(sorted(CONN_FUNCTIONS)))
         args.append(f"function={fn}")
         size = function_size(fn, size)
-        host = pre.kind != "ensemble"
+        # a Node's function, and a Direct ensemble's, run in Python
+        host = pre.kind != "ensemble" or "Direct" in pre.neuron
     rule = ""
     decoded = pre.kind == "ensemble" and not pre_neurons
     if (allow_learning and draw(st.integers(0, 4)) == 0
