@@ -125,7 +125,7 @@ def as_array(values):
     nengo SparseMatrix objects)."""
     try:
         return np.asarray(values, dtype=np.float64)
-    except TypeError:
+    except (TypeError, ValueError):
         return np.asarray([as_array(v.toarray() if hasattr(v, "toarray") else v)
                            for v in values], dtype=np.float64)
 
