@@ -55,6 +55,10 @@ KNOWN_OPEN.update({
     "N4": "Ensemble noise differs from nengo's",
     "N5": "targets for a Connection's probe are checked against Probe.size_in, "
           "not the data's width",
+    "N6": "a pickled Simulator's process Nodes (WhiteNoise) continue differently",
+    "N7": "freeze_params of a connection solved for weights gives a network nengo "
+          "cannot build",
+    "N8": "the gradient through a filtered Probe(ens.neurons, 'input') is zero",
 })
 
 
@@ -164,6 +168,8 @@ def probes_of(names, spec):
 def check_stochastic(prop, what, actual, expected_shape):
     """Stochastic neurons: nengo-onnx draws its own random numbers, so only shapes
     and finiteness are comparable."""
+    if actual.size == 0 and 0 in expected_shape:
+        return  # no samples (nengo's shape is then (0,))
     if actual.shape != expected_shape:
         raise Mismatch(prop, f"{what}: shape {actual.shape}, expected {expected_shape}")
     if not np.all(np.isfinite(actual)):
@@ -254,7 +260,9 @@ def trainable_probes(spec, include_known=False):
     """The probes an objective can use (outputs, not weights or neuron states)."""
     conns = {c.name for c in spec.connections}
     return [p for p in spec.probes if p.attr in TRAIN_ATTRS and p.sample_every == 1
-            and not (p.target in conns and known_open("N5", include_known))]
+            and not (p.target in conns and known_open("N5", include_known))
+            and not (p.target.endswith(".neurons") and p.attr == "input"
+                     and "synapse" in p.source and known_open("N8", include_known))]
 
 
 def objective_plan(kind, probes, names, rng, include_known=False):
@@ -518,7 +526,9 @@ def check_round_trips(spec, split=None, include_known=False):
     net, names, ref = reference(spec)
     sim = quiet(nengo_onnx.Simulator, net, **spec.sim_kwargs())
     with sim, tempfile.TemporaryDirectory() as tmp:
-        if not (spec.float64 and known_open(5, include_known)):
+        processes = any(o.kind == "process" for o in spec.objects)
+        if not (spec.float64 and known_open(5, include_known)
+                or processes and known_open("N6", include_known)):
             quiet(sim.run_steps, max(split, 1))
             clone, clone_names = _pickled(sim, names)
             rest = spec.n_steps - max(split, 1)
@@ -555,7 +565,8 @@ def check_round_trips(spec, split=None, include_known=False):
             _compare_sims("d", "pickle after train", spec, names, clone, sim, clone_names)
         frozen_ok = not (_has_transform(spec, "Sparse") and known_open("N1", include_known)
                          or _has_transform(spec, "Convolution")
-                         and known_open("N2", include_known))
+                         and known_open("N2", include_known)
+                         or "weights=True" in spec.code() and known_open("N7", include_known))
         if spec.minibatch_size in (None, 1) and frozen_ok:
             sim.freeze_params(net)
             ref = quiet(nengo.Simulator, net, progress_bar=False)
