@@ -1104,4 +1104,3 @@ def _attr(node, name, default=None):
         if attribute.name == name:
             return helper.get_attribute_value(attribute)
     return default
-

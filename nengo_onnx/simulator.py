@@ -143,7 +143,7 @@ class Simulator:
         self.closed = False
         self.reset(seed=seed)
 
-    def _compile(self, optimize, params=None):
+    def _compile(self, optimize, params=None, compiled_graph=None):
         self.program = compile_model(
             self.model,
             self.network,
@@ -153,6 +153,7 @@ class Simulator:
             optimize=optimize,
             threads=self.threads,
             params=params,
+            compiled_graph=compiled_graph,
         )
         self.runtime = Runtime(self.program)
         self.signals = SignalValues(self.runtime, squeeze_batch=self.minibatch_size is None)
@@ -207,6 +208,7 @@ class Simulator:
         return {
             "network": self.network,
             "model": self.model,
+            "graph": self.program.graph,
             "settings": self.settings,
             "params": self.program.params.named(),
             # a closed simulator keeps its data, not its state (as nengo's does)
@@ -240,9 +242,9 @@ class Simulator:
         self.optimize = state["optimize"]
         self.threads = state["threads"]
         self.tensorboard = state["tensorboard"]
-        # the pickled model went through the passes already (the merge pass changed it):
-        # running them again changes nothing more, and compiles the same program
-        self._compile(optimize=self.optimize, params=state["params"])
+        # the operator graph after the passes comes along: the same program, the same
+        # state layout (running the passes again on the merged model could differ)
+        self._compile(self.optimize, params=state["params"], compiled_graph=state["graph"])
         self.seed = state["seed"]
         self.recorded = ProbeData(self.model.probes, self.minibatch_size, self.dtype, self.dt)
         self.data = SimulationData(self.recorded, self.program.params)

@@ -38,13 +38,17 @@ GENERAL = ("a", "c", "d", "e")
 
 def checks_for(props, include_known):
     """``{property: check(spec, draw)}``: each check draws its own extra choices."""
+
     def a(spec, extra):
         properties.check_matches_nengo(spec, include_known=include_known)
 
     def b(spec, extra):
-        properties.check_gradients(spec, objective=extra["objective"],
-                                   truncation=extra["truncation"],
-                                   include_known=include_known)
+        properties.check_gradients(
+            spec,
+            objective=extra["objective"],
+            truncation=extra["truncation"],
+            include_known=include_known,
+        )
 
     def c(spec, extra):
         properties.check_exports(spec)
@@ -53,8 +57,9 @@ def checks_for(props, include_known):
         properties.check_round_trips(spec, include_known=include_known)
 
     def e(spec, extra):
-        properties.check_interrupted(spec, with_input=extra["with_input"],
-                                     include_known=include_known)
+        properties.check_interrupted(
+            spec, with_input=extra["with_input"], include_known=include_known
+        )
 
     table = dict(a=a, b=b, c=c, d=d, e=e)
     return {p: table[p] for p in props}
@@ -62,11 +67,13 @@ def checks_for(props, include_known):
 
 def extras():
     """The choices a property draws besides the network."""
-    return st.fixed_dictionaries(dict(
-        objective=st.sampled_from(properties.OBJECTIVES),
-        truncation=st.sampled_from([None, 1, 2, 3, 100]),
-        with_input=st.booleans(),
-    ))
+    return st.fixed_dictionaries(
+        dict(
+            objective=st.sampled_from(properties.OBJECTIVES),
+            truncation=st.sampled_from([None, 1, 2, 3, 100]),
+            with_input=st.booleans(),
+        )
+    )
 
 
 def kind_of(prop, err):
@@ -92,6 +99,7 @@ def run_one(check, spec, extra):
 
 # --- greedy shrinking on the plain data ---
 
+
 def _drop(spec, name):
     """``spec`` without the record ``name`` and everything that refers to it."""
     gone = {name}
@@ -99,14 +107,17 @@ def _drop(spec, name):
     while changed:
         changed = False
         for rec in (*spec.objects, *spec.connections, *spec.probes):
-            if rec.name not in gone and any(re.search(rf"\b{re.escape(g)}\b", rec.source)
-                                            for g in gone):
+            if rec.name not in gone and any(
+                re.search(rf"\b{re.escape(g)}\b", rec.source) for g in gone
+            ):
                 gone.add(rec.name)
                 changed = True
-    return replace(spec,
-                   objects=tuple(o for o in spec.objects if o.name not in gone),
-                   connections=tuple(c for c in spec.connections if c.name not in gone),
-                   probes=tuple(p for p in spec.probes if p.name not in gone))
+    return replace(
+        spec,
+        objects=tuple(o for o in spec.objects if o.name not in gone),
+        connections=tuple(c for c in spec.connections if c.name not in gone),
+        probes=tuple(p for p in spec.probes if p.name not in gone),
+    )
 
 
 def candidates(spec):
@@ -158,10 +169,12 @@ def shrink(check, spec, extra, kind, prop, budget=30, deadline=None):
 
 # --- the run ---
 
+
 def worker(args):
     """Run ``budget`` networks with hypothesis seed ``seed``; returns the findings."""
     budget, seed, props, include_known, position = args
     import nengo
+
     nengo.rc.set("decoder_cache", "enabled", "False")
     checks = checks_for(props, include_known)
     general = [p for p in props if p in GENERAL]
@@ -170,15 +183,22 @@ def worker(args):
     start = time.time()
 
     @hypothesis.seed(seed)
-    @settings(max_examples=budget, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck), phases=[hypothesis.Phase.generate])
+    @settings(
+        max_examples=budget,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[hypothesis.Phase.generate],
+    )
     @given(data=st.data())
     def explore(data):
         # one network in three is a trainable one, for (b)
         trainable = "b" in props and (not general or data.draw(st.integers(0, 2)) == 2)
-        spec = data.draw(strategies.networks(trainable=trainable,
-                                             include_known=include_known,
-                                             max_steps=8 if trainable else 24))
+        spec = data.draw(
+            strategies.networks(
+                trainable=trainable, include_known=include_known, max_steps=8 if trainable else 24
+            )
+        )
         extra = data.draw(extras())
         selected = ["b"] if trainable else general
         rejected = False
@@ -194,8 +214,9 @@ def worker(args):
                 if kind in failures:
                     failures[kind][-1] += 1
                 else:
-                    tb = "".join(traceback.format_exception(type(err), err,
-                                                            err.__traceback__))[-1500:]
+                    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))[
+                        -1500:
+                    ]
                     failures[kind] = [prop, spec, extra, tb, 1]
         if rejected:
             counts["rejected by nengo"] += 1
@@ -204,9 +225,13 @@ def worker(args):
         done = counts["networks"]
         if position is not None and (done % 5 == 0 or done == budget):
             rate = done / (time.time() - start)
-            print(f"[job {position}] {done}/{budget} networks, {rate:.2f}/s, "
-                  f"{sum(f[-1] for f in failures.values())} failures in "
-                  f"{len(failures)} kinds", file=sys.stderr, flush=True)
+            print(
+                f"[job {position}] {done}/{budget} networks, {rate:.2f}/s, "
+                f"{sum(f[-1] for f in failures.values())} failures in "
+                f"{len(failures)} kinds",
+                file=sys.stderr,
+                flush=True,
+            )
 
     explore()
     results = {}
@@ -214,15 +239,26 @@ def worker(args):
     deadline = time.time() + (time.time() - start) / 3 + 30
     for kind, (prop, spec, extra, tb, count) in failures.items():
         small = shrink(checks[prop], spec, extra, kind, prop, deadline=deadline)
-        results[kind] = dict(prop=prop, count=count, traceback=tb, extra=extra,
-                             repro=small.repro(_check_name(prop)), spec=repr(small),
-                             size=len(small.code()))
+        results[kind] = dict(
+            prop=prop,
+            count=count,
+            traceback=tb,
+            extra=extra,
+            repro=small.repro(_check_name(prop)),
+            spec=repr(small),
+            size=len(small.code()),
+        )
     return dict(counts=dict(counts), failures=results, seconds=time.time() - start)
 
 
 def _check_name(prop):
-    return dict(a="check_matches_nengo", b="check_gradients", c="check_exports",
-                d="check_round_trips", e="check_interrupted")[prop]
+    return dict(
+        a="check_matches_nengo",
+        b="check_gradients",
+        c="check_exports",
+        d="check_round_trips",
+        e="check_interrupted",
+    )[prop]
 
 
 def merge(results):
@@ -247,13 +283,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--properties", default="a,b,c,d,e")
     parser.add_argument("--jobs", type=int, default=1, help="processes (split the budget)")
-    parser.add_argument("--include-known", action="store_true",
-                        help="also generate what open issue 8 items break")
+    parser.add_argument(
+        "--include-known", action="store_true", help="also generate what open issue 8 items break"
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     props = [p.strip() for p in args.properties.split(",") if p.strip()]
-    shares = [args.budget // args.jobs + (i < args.budget % args.jobs)
-              for i in range(args.jobs)]
+    shares = [args.budget // args.jobs + (i < args.budget % args.jobs) for i in range(args.jobs)]
     jobs = [(n, args.seed + i, props, args.include_known, i) for i, n in enumerate(shares)]
     start = time.time()
     if args.jobs == 1:
@@ -263,21 +299,28 @@ def main(argv=None):
             results = pool.map(worker, jobs)
     counts, failures = merge(results)
     elapsed = time.time() - start
-    print(f"\n{counts['networks']} networks in {elapsed:.0f} s "
-          f"({counts['rejected by nengo']} rejected by nengo.Simulator itself and "
-          f"not counted); properties {','.join(props)}"
-          f"{' (known open items included)' if args.include_known else ''}")
+    print(
+        f"\n{counts['networks']} networks in {elapsed:.0f} s "
+        f"({counts['rejected by nengo']} rejected by nengo.Simulator itself and "
+        f"not counted); properties {','.join(props)}"
+        f"{' (known open items included)' if args.include_known else ''}"
+    )
     for prop in props:
-        print(f"  ({prop}) checked {counts[f'checked {prop}']}, "
-              f"failed {counts[f'failed {prop}']}")
+        print(f"  ({prop}) checked {counts[f'checked {prop}']}, failed {counts[f'failed {prop}']}")
     print(f"\n{len(failures)} kinds of failure")
     for kind, fail in sorted(failures.items(), key=lambda kv: -kv[1]["count"]):
-        print(f"\n=== {fail['count']}x {kind}\n--- minimal repro:\n{fail['repro']}\n"
-              f"--- traceback (end):\n{fail['traceback']}")
+        print(
+            f"\n=== {fail['count']}x {kind}\n--- minimal repro:\n{fail['repro']}\n"
+            f"--- traceback (end):\n{fail['traceback']}"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(counts=counts, seconds=elapsed, args=vars(args),
-                           failures=failures), f, indent=1, default=str)
+            json.dump(
+                dict(counts=counts, seconds=elapsed, args=vars(args), failures=failures),
+                f,
+                indent=1,
+                default=str,
+            )
     return 1 if failures else 0
 
 

@@ -54,6 +54,7 @@ def compile_model(
     optimize=True,
     threads=None,
     params=None,
+    compiled_graph=None,
 ):
     """Run the passes over a built ``model`` and return its `Program`.
 
@@ -72,13 +73,22 @@ def compile_model(
     params : dict, optional
         ``{signal name: value}`` of parameter values to start from (e.g. trained
         values of a pickled simulator).
+    compiled_graph : networkx.DiGraph, optional
+        The operator graph after the passes of an earlier compile of ``model`` (its
+        `Program.graph`): the passes do not run again, so the program is the same.
     """
     settings = settings_of(network) if settings is None else settings
-    n_built = len(model.operators)  # before the passes, which replace operators
-    graph = built_graph(model, network)
-    names = graph.graph["names"]
-    graph = run_passes(graph, optimize=optimize)
-    names.name_signals(step_order(graph))
+    if compiled_graph is None:
+        n_built = len(model.operators)  # before the passes, which replace operators
+        graph = built_graph(model, network)
+        names = graph.graph["names"]
+        graph = run_passes(graph, optimize=optimize)
+        names.name_signals(step_order(graph))
+    else:  # the operator graph of an earlier compile (a pickled simulator's)
+        graph = compiled_graph
+        names = graph.graph["names"]
+        n_built = graph.graph.get("n_built_operators", len(model.operators))
+    graph.graph["n_built_operators"] = n_built
     store = ParameterStore(model, names)
     signals = SignalPlan(model, list(graph.nodes), names, store)
     if params:

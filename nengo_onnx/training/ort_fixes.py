@@ -171,10 +171,10 @@ def prepare_for_gradients(model, param_names):
        no gradient. Constant Slices become ``Gather`` (2+ elements) or
        ``GatherElements`` (1 element), and single-index Gathers ``GatherElements``,
        which the fusion leaves alone.
-    4. Two ``Concat`` nodes with the same constant input (after onnxruntime folds
-       and merges constants) fail with ``Duplicate definition of name (C_grad)``:
-       a Concat of constant and computed parts becomes ``Add(Concat(constant
-       parts, zeros), Pad(computed part), ...)``.
+    4. A ``Concat`` of parts that no parameter reaches (constants, or slices of the
+       state inputs) and computed parts can fail with ``Duplicate definition of
+       name (C_grad)`` (onnxruntime merges identical constant or sliced parts):
+       it becomes ``Add(Concat(those parts, zeros), Pad(computed part), ...)``.
     5. The gradient of ``Where`` is ``Where(cond, dY, 0)`` for each value input,
        not summed over the dimensions along which that input was broadcast, so
        a broadcast input on the gradient path gets a gradient of the wrong shape
@@ -372,7 +372,14 @@ def _constant_values(graph, param_names):
 
 def _split_constant_concats(model, shapes, floats, param_names):
     graph = model.graph
-    const = _constant_values(graph, param_names)
+    # what no parameter reaches is a constant to the gradient (graph inputs: the state)
+    reached = set(param_names)
+    for node in graph.node:
+        if any(i in reached for i in node.input):
+            reached.update(node.output)
+    const = {
+        name for node in graph.node for name in node.input if name and name not in reached
+    } | _constant_values(graph, param_names)
     nodes = []
     for node in graph.node:
         parts = list(node.input)

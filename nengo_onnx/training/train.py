@@ -46,7 +46,7 @@ from nengo.utils.progress import Progress, ProgressTracker
 
 from nengo_onnx import ort_setup
 from nengo_onnx.compiler import trainable
-from nengo_onnx.compiler.params import ParamGroup, describe, param_groups
+from nengo_onnx.compiler.params import describe, param_groups
 from nengo_onnx.events import EventWriter, next_run_dir
 from nengo_onnx.files import write_atomically
 from nengo_onnx.objectives import mse, objective_name, takes_targets
@@ -396,7 +396,7 @@ def train(
             )
             for n in sorted({n for _, n in windows})
         }
-        groups = _without_unreached(sim.program, groups, compiled.values())
+        candidates = unreached_candidates(sim.program, groups, compiled.values())
         history = _train_loop(
             sim,
             data,
@@ -409,6 +409,7 @@ def train(
             writer,
             tags,
             hooks or TrainHooks(),
+            candidates,
         )
     finally:
         if writer is not None:
@@ -420,33 +421,41 @@ def train(
     return history
 
 
-def _without_unreached(program, groups, compiled):
-    """``groups`` without the elements of the parameters that no gradient reaches (in
-    any window length); warns once, naming them. They keep their values."""
+def unreached_candidates(program, groups, compiled):
+    """``{group name: (bool mask, [Param])}``: the elements of the parameters that no
+    gradient reaches by the training graphs' analysis (in every window length).
+
+    The analysis may claim too much (it follows values, not their derivatives), so
+    `_train_loop` keeps an element only while its gradient stays exactly zero.
+    """
     unreached = frozenset.intersection(*[c.unreached for c in compiled]) if compiled else ()
-    if not unreached:
-        return groups
     params = [p for p in trainable.trainable_params(program) if p in unreached]
-    warnings.warn(
-        "no gradient of the objective reaches these parameters, so training leaves them "
-        "unchanged (e.g. Izhikevich neurons have no rate form to differentiate, or the "
-        "objective's probes do not depend on them): "
-        + ", ".join(f"{p.key} of {p.obj}" for p in params),
-        stacklevel=4,
-    )
-    result = []
+    candidates = {}
     for grp in groups:
-        sigs = [
-            p.signal(program.model) for p in params if p.signal(program.model).base is grp.base
-        ]
-        if not sigs:
-            result.append(grp)
-            continue
-        mask = ~trainable.element_mask(grp.base, sigs)
-        if grp.mask is not None:
-            mask &= grp.mask
-        result.append(ParamGroup(grp.base, grp.name, mask))
-    return result
+        mine = [p for p in params if p.signal(program.model).base is grp.base]
+        if mine:
+            mask = trainable.element_mask(grp.base, [p.signal(program.model) for p in mine])
+            if grp.mask is not None:
+                mask &= grp.mask
+            candidates[grp.name] = (mask, mine)
+    return candidates
+
+
+def _warn_unreached(program, unreached, candidates):
+    """One warning naming the parameters whose gradient was zero throughout."""
+    names = []
+    for name, (_, params) in candidates.items():
+        for param in params:
+            index = trainable.read(unreached[name], param.signal(program.model))
+            if np.all(index):
+                names.append(f"{param.key} of {param.obj}")
+    if names:
+        warnings.warn(
+            "no gradient of the objective reaches these parameters, so training leaves "
+            "them unchanged (e.g. Izhikevich neurons have no rate form to differentiate, "
+            "or the objective's probes do not depend on them): " + ", ".join(names),
+            stacklevel=5,
+        )
 
 
 class TrainHooks:
@@ -507,14 +516,27 @@ class Parameters:
     def store(self, program):
         """Write the trained values into the program's parameter store (float64)."""
         for grp, param in self.views:
-            value = np.array(param.data, dtype=np.float64)
-            if grp.mask is not None:  # untrained elements keep their exact values
-                value = np.where(grp.mask, value, program.params.value(grp.base))
-            program.params.set(grp.base, value)
+            before = program.params.value(grp.base)
+            # elements training did not move keep their exact float64 values
+            moved = param.data != before.astype(np.float32)
+            if grp.mask is not None:
+                moved &= grp.mask
+            program.params.set(grp.base, np.where(moved, param.data, before))
 
 
 def _train_loop(
-    sim, data, optimizer, n_epochs, shuffle, windows, compiled, groups, writer, tags, hooks
+    sim,
+    data,
+    optimizer,
+    n_epochs,
+    shuffle,
+    windows,
+    compiled,
+    groups,
+    writer,
+    tags,
+    hooks,
+    candidates=None,
 ):
     tstate = sim.training_state
     if tstate.rng is None:
@@ -529,6 +551,11 @@ def _train_loop(
         grp.name: param.data[~grp.mask].copy() for grp, param in params if grp.mask is not None
     }
     grads = {grp.name: np.zeros(param.data.shape, dtype=np.float32) for grp, param in params}
+    # elements no gradient reaches keep their values; an element leaves the set as
+    # soon as its gradient is not zero (the analysis behind it may claim too much)
+    candidates = candidates or {}
+    unreached = {name: mask.copy() for name, (mask, _) in candidates.items()}
+    kept = {grp.name: param.data.copy() for grp, param in params if grp.name in unreached}
     batch = sim.program.minibatch_size
     n_batches = data.n_inputs // batch
     initial = _initial_state(sim, first)
@@ -557,6 +584,8 @@ def _train_loop(
                         for grp, _ in params:
                             if grp.mask is not None:
                                 grads[grp.name][~grp.mask] = 0
+                            if grp.name in unreached:
+                                unreached[grp.name] &= grads[grp.name] == 0
                         optimizer.apply(
                             [grads[grp.name] for grp, _ in params],
                             [param.data for _, param in params],
@@ -565,6 +594,9 @@ def _train_loop(
                         for grp, param in params:
                             if grp.mask is not None:
                                 param.data[~grp.mask] = frozen[grp.name]
+                            if grp.name in unreached:
+                                still = unreached[grp.name]
+                                param.data[still] = kept[grp.name][still]
                         parameters.changed()
                         updated = True
                     losses.append(loss)
@@ -576,6 +608,8 @@ def _train_loop(
                     tracker.total_progress.step()
                 progress.name_after = f"{title}: loss {mean:.4g}"
             history["loss"].append(mean)
+            if epoch == 0:
+                _warn_unreached(sim.program, unreached, candidates)
             if type(hooks).epoch_end is not TrainHooks.epoch_end:
                 if updated:
                     parameters.store(sim.program)

@@ -27,6 +27,7 @@ DT = 0.001
 
 # --- helper functions used by the generated networks (module level: picklable) ---
 
+
 def wave(t):
     """A function of time: one smooth dimension."""
     return np.sin(20 * t)
@@ -107,10 +108,17 @@ class Interrupted(Exception):
 
 
 TIME_FUNCTIONS = {"wave": 1, "ramp2": 2, "after_3ms": 1}  # name -> size_out
-INPUT_FUNCTIONS = {"square_in": None, "sum_in": 1, "clip_in": None, "gate_in": None}  # None: size_in
+INPUT_FUNCTIONS = {
+    "square_in": None,
+    "sum_in": 1,
+    "clip_in": None,
+    "gate_in": None,
+}  # None: size_in
 CONN_FUNCTIONS = {"square": 0, "product": None, "pad": 1, "neg_abs": 0}  # size change
-HELPERS = {name: globals()[name] for name in
-           [*TIME_FUNCTIONS, *INPUT_FUNCTIONS, *CONN_FUNCTIONS, "RaiseAt", "Interrupted"]}
+HELPERS = {
+    name: globals()[name]
+    for name in [*TIME_FUNCTIONS, *INPUT_FUNCTIONS, *CONN_FUNCTIONS, "RaiseAt", "Interrupted"]
+}
 
 
 def function_size(name, size_in):
@@ -121,13 +129,14 @@ def function_size(name, size_in):
 
 # --- neuron types ---
 
+
 @dataclass(frozen=True)
 class NeuronKind:
     """A neuron type: its source, and what the properties need to know about it."""
 
-    source: str        # e.g. "nengo.LIF()"
+    source: str  # e.g. "nengo.LIF()"
     spiking: bool
-    stochastic: bool   # random spikes: nengo-onnx cannot match nengo's random stream
+    stochastic: bool  # random spikes: nengo-onnx cannot match nengo's random stream
     rate: Optional[str]  # the rate form training uses (None: no rate form)
 
 
@@ -145,8 +154,9 @@ NEURONS = [
     NeuronKind("nengo.AdaptiveLIFRate()", False, False, "nengo.AdaptiveLIFRate()"),
     NeuronKind("nengo.RegularSpiking(nengo.LIFRate())", True, False, "nengo.LIFRate()"),
     NeuronKind("nengo.RegularSpiking(nengo.Tanh())", True, False, "nengo.Tanh()"),
-    NeuronKind("nengo.StochasticSpiking(nengo.RectifiedLinear())", True, True,
-               "nengo.RectifiedLinear()"),
+    NeuronKind(
+        "nengo.StochasticSpiking(nengo.RectifiedLinear())", True, True, "nengo.RectifiedLinear()"
+    ),
     NeuronKind("nengo.PoissonSpiking(nengo.LIFRate())", True, True, "nengo.LIFRate()"),
 ]
 RATE_NEURONS = [n for n in NEURONS if not n.spiking and "Direct" not in n.source]
@@ -167,25 +177,40 @@ SYNAPSES = [
     "nengo.Alpha(0.004)",
     "nengo.synapses.Triangle(0.003)",
     "nengo.LinearFilter([1], [0.002 * 0.004, 0.002 + 0.004, 1])",  # general, 2nd order
-    "nengo.LinearFilter([0.4], [1, -0.6], analog=False)",            # discrete
+    "nengo.LinearFilter([0.4], [1, -0.6], analog=False)",  # discrete
 ]
 
-LABELS = [None, None, None, "a", "b", "input", "output", "const", "stim", "state", "step",
-          "x y", "probe_0", "node_0"]
+LABELS = [
+    None,
+    None,
+    None,
+    "a",
+    "b",
+    "input",
+    "output",
+    "const",
+    "stim",
+    "state",
+    "step",
+    "x y",
+    "probe_0",
+    "node_0",
+]
 
 
 # --- the plain-data description ---
+
 
 @dataclass(frozen=True)
 class Obj:
     """A Node or Ensemble: its variable name, source and sizes."""
 
     name: str
-    kind: str          # const, time, process, passthrough, pyfunc, ensemble
+    kind: str  # const, time, process, passthrough, pyfunc, ensemble
     source: str
     size_in: int
     size_out: int
-    neuron: str = ""   # ensembles: the neuron type's source
+    neuron: str = ""  # ensembles: the neuron type's source
     n_neurons: int = 0
     noise: bool = False
 
@@ -200,10 +225,10 @@ class Conn:
 
     name: str
     source: str
-    pre: str           # object names, for the structure checks
+    pre: str  # object names, for the structure checks
     post: str
     synapse: str
-    rule: str = ""     # learning rule class name
+    rule: str = ""  # learning rule class name
     host: bool = False  # a Python function of a Node's output: runs in Python
 
 
@@ -213,7 +238,7 @@ class ProbeSpec:
 
     name: str
     source: str
-    target: str        # the probed object's name (or "conn.learning_rule")
+    target: str  # the probed object's name (or "conn.learning_rule")
     attr: str
     sample_every: int = 1
 
@@ -223,12 +248,12 @@ class NetSpec:
     """A random network and how to simulate it; ``code()`` is its Python source."""
 
     seed: int
-    dtype: str                        # "" (the default, float32), "float32", "float64"
+    dtype: str  # "" (the default, float32), "float32", "float64"
     objects: Tuple[Obj, ...]
     connections: Tuple[Conn, ...]
     probes: Tuple[ProbeSpec, ...]
     n_steps: int
-    split: int                        # steps of the first run_steps call (0: one call)
+    split: int  # steps of the first run_steps call (0: one call)
     minibatch_size: Optional[int]
     unroll: int
     optimize: bool
@@ -259,8 +284,9 @@ class NetSpec:
     @property
     def host(self):
         """Anything that runs in Python at run time (not trainable, not exportable)."""
-        return (any(o.kind == "pyfunc" for o in self.objects)
-                or any(c.host for c in self.connections))
+        return any(o.kind == "pyfunc" for o in self.objects) or any(
+            c.host for c in self.connections
+        )
 
     @property
     def learning(self):
@@ -273,8 +299,11 @@ class NetSpec:
     def helpers(self):
         """The helper functions the code uses."""
         text = self.code(preamble=False)
-        return [name for name in HELPERS if f"{name}(" in text or f"{name}," in text
-                or f"{name})" in text or f"={name}" in text]
+        return [
+            name
+            for name in HELPERS
+            if f"{name}(" in text or f"{name}," in text or f"{name})" in text or f"={name}" in text
+        ]
 
     # --- source, build, repro ---
 
@@ -307,14 +336,17 @@ class NetSpec:
     def build(self, rate_twin=False, extra_lines=()):
         """Execute ``code()``: returns ``(net, namespace)`` (the names of the objects)."""
         namespace = {"np": np, "nengo": nengo, "nengo_onnx": nengo_onnx, **HELPERS}
-        exec(self.code(preamble=False, rate_twin=rate_twin, extra_lines=extra_lines),
-             namespace)
+        exec(self.code(preamble=False, rate_twin=rate_twin, extra_lines=extra_lines), namespace)
         return namespace["net"], namespace
 
     def sim_kwargs(self):
         """The nengo_onnx.Simulator arguments."""
-        return dict(minibatch_size=self.minibatch_size, unroll_simulation=self.unroll,
-                    optimize=self.optimize, progress_bar=False)
+        return dict(
+            minibatch_size=self.minibatch_size,
+            unroll_simulation=self.unroll,
+            optimize=self.optimize,
+            progress_bar=False,
+        )
 
     def run(self, sim):
         """Run ``n_steps`` steps, in two calls when ``split`` says so."""
@@ -331,23 +363,29 @@ class NetSpec:
             parts.append(textwrap.dedent(inspect.getsource(HELPERS[name])))
         parts.append(self.code(preamble=False))
         parts.append(f"sim = nengo_onnx.Simulator(net, **{self.sim_kwargs()!r})")
-        steps = ([self.split, self.n_steps - self.split] if 0 < self.split < self.n_steps
-                 else [self.n_steps])
+        steps = (
+            [self.split, self.n_steps - self.split]
+            if 0 < self.split < self.n_steps
+            else [self.n_steps]
+        )
         parts += [f"sim.run_steps({n})" for n in steps]
         if check:
-            parts += ["", "# the failing check (from the repository root):",
-                      "from tests.differential import properties",
-                      "from tests.differential.strategies import *",
-                      f"properties.{check}({self!r})"]
+            parts += [
+                "",
+                "# the failing check (from the repository root):",
+                "from tests.differential import properties",
+                "from tests.differential.strategies import *",
+                f"properties.{check}({self!r})",
+            ]
         return "\n".join(parts)
 
 
 # --- strategies ---
 
+
 def values(draw, size, low=-1.0, high=1.0):
     """``size`` short floats (short, so that repros read well)."""
-    return [draw(st.sampled_from([-0.8, -0.5, -0.2, 0.0, 0.3, 0.6, 0.9]))
-            for _ in range(size)]
+    return [draw(st.sampled_from([-0.8, -0.5, -0.2, 0.0, 0.3, 0.6, 0.9])) for _ in range(size)]
 
 
 def labelled(draw, source, labels=LABELS):
@@ -371,14 +409,18 @@ def input_node(draw, name, labels=LABELS, time_functions=tuple(TIME_FUNCTIONS)):
         source = f"nengo.Node({fn})" if fn != "wave" else "nengo.Node(wave)"
     else:
         size = draw(st.integers(1, 3))
-        process = draw(st.sampled_from([
-            "nengo.processes.WhiteSignal(period=1.0, high=10, rms=0.5)",
-            "nengo.processes.WhiteNoise(dist=nengo.dists.Gaussian(0, 0.3))",
-            f"nengo.processes.PresentInput({[values(draw, size), values(draw, size)]}, "
-            "presentation_time=0.003)",
-            f"nengo.processes.Piecewise({{0: {values(draw, size)}, 0.005: "
-            f"{values(draw, size)}}})",
-        ]))
+        process = draw(
+            st.sampled_from(
+                [
+                    "nengo.processes.WhiteSignal(period=1.0, high=10, rms=0.5)",
+                    "nengo.processes.WhiteNoise(dist=nengo.dists.Gaussian(0, 0.3))",
+                    f"nengo.processes.PresentInput({[values(draw, size), values(draw, size)]}, "
+                    "presentation_time=0.003)",
+                    f"nengo.processes.Piecewise({{0: {values(draw, size)}, 0.005: "
+                    f"{values(draw, size)}}})",
+                ]
+            )
+        )
         source = f"nengo.Node({process}, size_out={size})"
         if "PresentInput" in process or "Piecewise" in process:
             source = f"nengo.Node({process})"
@@ -398,21 +440,31 @@ def ensemble(draw, name, neurons=None, labels=LABELS):
     if noise:
         args.append("noise=nengo.processes.WhiteNoise(dist=nengo.dists.Gaussian(0, 0.01))")
     source = labelled(draw, f"nengo.Ensemble({', '.join(args)})", labels)
-    return Obj(name, "ensemble", source, dims, dims, neuron=kind.source, n_neurons=n,
-               noise=noise)
+    return Obj(name, "ensemble", source, dims, dims, neuron=kind.source, n_neurons=n, noise=noise)
 
 
 @st.composite
-def inner_node(draw, name, size_in, allow_host=True, labels=LABELS,
-               functions=tuple(INPUT_FUNCTIONS)):
+def inner_node(
+    draw, name, size_in, allow_host=True, labels=LABELS, functions=tuple(INPUT_FUNCTIONS)
+):
     """A Node with input: a pass-through, or a Python function of its input."""
     if allow_host and draw(st.integers(0, 2)) == 0:
         fn = draw(st.sampled_from(sorted(functions)))
         size_out = INPUT_FUNCTIONS[fn] or size_in
-        return Obj(name, "pyfunc", labelled(draw, f"nengo.Node({fn}, size_in={size_in})", labels),
-                   size_in, size_out)
-    return Obj(name, "passthrough", labelled(draw, f"nengo.Node(size_in={size_in})", labels),
-               size_in, size_in)
+        return Obj(
+            name,
+            "pyfunc",
+            labelled(draw, f"nengo.Node({fn}, size_in={size_in})", labels),
+            size_in,
+            size_out,
+        )
+    return Obj(
+        name,
+        "passthrough",
+        labelled(draw, f"nengo.Node(size_in={size_in})", labels),
+        size_in,
+        size_in,
+    )
 
 
 def ends(objects):
@@ -442,8 +494,7 @@ def index(draw, name, size, repeats=True):
         stop = draw(st.integers(start + 1, size))
         return f"{name}[{start}:{stop}]", stop - start
     # nengo allows repeated indices on the pre side only
-    picks = draw(st.lists(st.integers(0, size - 1), min_size=1, max_size=size,
-                          unique=True))
+    picks = draw(st.lists(st.integers(0, size - 1), min_size=1, max_size=size, unique=True))
     return f"{name}[{picks}]", len(picks)
 
 
@@ -462,12 +513,21 @@ def conv_shapes(size_in, size_out):
                     continue
                 for padding in ["valid", "same"]:
                     for stride in [1, 2]:
-                        out = [((s - k) // stride + 1) if padding == "valid"
-                               else -(-s // stride) for s in shape]
+                        out = [
+                            ((s - k) // stride + 1) if padding == "valid" else -(-s // stride)
+                            for s in shape
+                        ]
                         n_out = int(np.prod(out))
                         if n_out and size_out % n_out == 0:
-                            found.append((shape + (channels,), (k,) * len(shape),
-                                          size_out // n_out, padding, stride))
+                            found.append(
+                                (
+                                    shape + (channels,),
+                                    (k,) * len(shape),
+                                    size_out // n_out,
+                                    padding,
+                                    stride,
+                                )
+                            )
     return found
 
 
@@ -487,20 +547,28 @@ def transform(draw, size_mid, size_post, matrix_only=False):
     if kind == "scalar":
         return str(draw(st.sampled_from([-0.5, 0.7, 1.3])))
     if kind == "dense":
-        return (f"nengo.Dense(({size_post}, {size_mid}), "
-                "init=nengo.dists.Uniform(-0.7, 0.7))")
+        return f"nengo.Dense(({size_post}, {size_mid}), init=nengo.dists.Uniform(-0.7, 0.7))"
     if kind == "sparse":
         n = draw(st.integers(1, min(4, size_post * size_mid)))
-        pairs = draw(st.lists(st.tuples(st.integers(0, size_post - 1),
-                                        st.integers(0, size_mid - 1)),
-                              min_size=n, max_size=n, unique=True))
-        return (f"nengo.Sparse(({size_post}, {size_mid}), indices={[list(p) for p in pairs]},"
-                " init=nengo.dists.Uniform(-0.7, 0.7))")
+        pairs = draw(
+            st.lists(
+                st.tuples(st.integers(0, size_post - 1), st.integers(0, size_mid - 1)),
+                min_size=n,
+                max_size=n,
+                unique=True,
+            )
+        )
+        return (
+            f"nengo.Sparse(({size_post}, {size_mid}), indices={[list(p) for p in pairs]},"
+            " init=nengo.dists.Uniform(-0.7, 0.7))"
+        )
     options = conv_shapes(size_mid, size_post)
     shape, kernel, filters, padding, stride = draw(st.sampled_from(options))
     strides = (stride,) * len(kernel)
-    return (f"nengo.Convolution({filters}, {shape}, kernel_size={kernel}, "
-            f"strides={strides}, padding={padding!r}, init=nengo.dists.Uniform(-0.5, 0.5))")
+    return (
+        f"nengo.Convolution({filters}, {shape}, kernel_size={kernel}, "
+        f"strides={strides}, padding={padding!r}, init=nengo.dists.Uniform(-0.5, 0.5))"
+    )
 
 
 @st.composite
@@ -517,8 +585,9 @@ def connection(draw, name, objects, allow_host=True, allow_learning=True, synaps
     host = False
     # a decoded function (from an Ensemble or a Node; a Node's runs in Python)
     # (nengo allows no function on a pass-through Node or on neurons)
-    function_ok = not pre_neurons and (pre.kind == "ensemble" or allow_host
-                                       and pre.kind != "passthrough")
+    function_ok = not pre_neurons and (
+        pre.kind == "ensemble" or allow_host and pre.kind != "passthrough"
+    )
     if function_ok and draw(st.integers(0, 3)) == 0:
         fn = draw(st.sampled_from(sorted(CONN_FUNCTIONS)))
         args.append(f"function={fn}")
@@ -527,50 +596,79 @@ def connection(draw, name, objects, allow_host=True, allow_learning=True, synaps
         host = pre.kind != "ensemble" or "Direct" in pre.neuron
     rule = ""
     decoded = pre.kind == "ensemble" and not pre_neurons
-    if (allow_learning and draw(st.integers(0, 4)) == 0
-            and (decoded and pre.has_neurons or pre_neurons)):
+    if (
+        allow_learning
+        and draw(st.integers(0, 4)) == 0
+        and (decoded and pre.has_neurons or pre_neurons)
+    ):
         rule = draw(st.sampled_from(["PES", "RLS", "BCM", "Oja", "Voja"]))
         if rule in ("BCM", "Oja"):
             # these need a full weight matrix: neurons to neurons
-            if not (pre_neurons and post_neurons and pre_src == pre_name
-                    and post_src == post_name):
+            if not (
+                pre_neurons and post_neurons and pre_src == pre_name and post_src == post_name
+            ):
                 rule = ""
         if rule == "RLS" and post_neurons:
             rule = ""  # nengo's own RLS fails at run time on a neurons post
-        if rule == "Voja" and (post_neurons or post.kind != "ensemble" or post_src != post_name
-                               or not post.has_neurons):
+        if rule == "Voja" and (
+            post_neurons
+            or post.kind != "ensemble"
+            or post_src != post_name
+            or not post.has_neurons
+        ):
             rule = ""
-    tr = (f"nengo.Dense(({post_size}, {size}), init=nengo.dists.Uniform(-0.3, 0.3))"
-          if rule in ("BCM", "Oja") else draw(transform(size, post_size,
-                                                         matrix_only=decoded or rule)))
+    tr = (
+        f"nengo.Dense(({post_size}, {size}), init=nengo.dists.Uniform(-0.3, 0.3))"
+        if rule in ("BCM", "Oja")
+        else draw(transform(size, post_size, matrix_only=decoded or rule))
+    )
     if tr is not None:
         args.append(f"transform={tr}")
     elif size != post_size:
         return []  # cannot happen: transform() gives a matrix when sizes differ
-    if (decoded and not rule and post.kind == "ensemble" and not post_neurons
-            and pre.has_neurons and post.has_neurons and draw(st.integers(0, 5)) == 0):
+    if (
+        decoded
+        and not rule
+        and post.kind == "ensemble"
+        and not post_neurons
+        and pre.has_neurons
+        and post.has_neurons
+        and draw(st.integers(0, 5)) == 0
+    ):
         args.append("solver=nengo.solvers.LstsqL2(weights=True)")
     synapse = draw(st.sampled_from(synapses))
     if post is pre and synapse == "None":
         synapse = "nengo.Lowpass(0.005)"  # a loop needs a delay (nengo rejects cycles)
     args.append(f"synapse={synapse}")
-    rates = {"PES": "nengo.PES(learning_rate=1e-4)", "RLS": "nengo.RLS(learning_rate=1e-3)",
-             "BCM": "nengo.BCM(learning_rate=1e-9)", "Oja": "nengo.Oja(learning_rate=1e-6)",
-             "Voja": "nengo.Voja(learning_rate=1e-3)"}
+    rates = {
+        "PES": "nengo.PES(learning_rate=1e-4)",
+        "RLS": "nengo.RLS(learning_rate=1e-3)",
+        "BCM": "nengo.BCM(learning_rate=1e-9)",
+        "Oja": "nengo.Oja(learning_rate=1e-6)",
+        "Voja": "nengo.Voja(learning_rate=1e-3)",
+    }
     if rule:
         args.append(f"learning_rule_type={rates[rule]}")
-    conns = [Conn(name, f"nengo.Connection({', '.join(args)})", pre.name, post.name, synapse,
-                  rule, host)]
+    conns = [
+        Conn(
+            name, f"nengo.Connection({', '.join(args)})", pre.name, post.name, synapse, rule, host
+        )
+    ]
     if rule in ("PES", "RLS"):
         # the error signal, from any object, through a matrix of the right shape
         src_name, src_size, src, _ = draw(st.sampled_from(list(ends(objects))))
         # nengo: the error has the size of the post side (the ensemble's, for neurons)
         error_size = post.size_in if post_neurons else post_size
-        conns.append(Conn(
-            f"{name}_error",
-            f"nengo.Connection({src_name}, {name}.learning_rule, transform=nengo.Dense(("
-            f"{error_size}, {src_size}), init=nengo.dists.Uniform(-0.5, 0.5)))",
-            src.name, name, "nengo.Lowpass(0.005)"))
+        conns.append(
+            Conn(
+                f"{name}_error",
+                f"nengo.Connection({src_name}, {name}.learning_rule, transform=nengo.Dense(("
+                f"{error_size}, {src_size}), init=nengo.dists.Uniform(-0.5, 0.5)))",
+                src.name,
+                name,
+                "nengo.Lowpass(0.005)",
+            )
+        )
     return conns
 
 
@@ -616,8 +714,15 @@ def probe(draw, name, objects, connections, labels=LABELS, attrs=None):
 
 
 @st.composite
-def networks(draw, trainable=False, allow_host=True, allow_learning=True, dtypes=None,
-             max_steps=24, include_known=False):
+def networks(
+    draw,
+    trainable=False,
+    allow_host=True,
+    allow_learning=True,
+    dtypes=None,
+    max_steps=24,
+    include_known=False,
+):
     """A random valid network (`NetSpec`).
 
     ``trainable``: rate neurons mostly (some spiking, trained by rate substitution),
@@ -628,13 +733,17 @@ def networks(draw, trainable=False, allow_host=True, allow_learning=True, dtypes
     `properties.KNOWN_OPEN`); by default those features are left out.
     """
     from .properties import known_open
+
     labels = [x for x in LABELS if x != "const" or not known_open(2, include_known)]
-    time_functions = [f for f in TIME_FUNCTIONS
-                      if f != "after_3ms" or not known_open(10, include_known)]
-    input_functions = [f for f in INPUT_FUNCTIONS
-                       if f != "gate_in" or not known_open(10, include_known)]
-    synapses = [s for s in SYNAPSES if not (trainable and "Triangle" in s
-                                             and known_open(3, include_known))]
+    time_functions = [
+        f for f in TIME_FUNCTIONS if f != "after_3ms" or not known_open(10, include_known)
+    ]
+    input_functions = [
+        f for f in INPUT_FUNCTIONS if f != "gate_in" or not known_open(10, include_known)
+    ]
+    synapses = [
+        s for s in SYNAPSES if not (trainable and "Triangle" in s and known_open(3, include_known))
+    ]
     attrs = None
     if trainable:
         allow_host, allow_learning = False, False
@@ -645,25 +754,49 @@ def networks(draw, trainable=False, allow_host=True, allow_learning=True, dtypes
     neurons = None
     if trainable:
         neurons = RATE_NEURONS * 4 + [
-            n for n in NEURONS if n.spiking and not n.stochastic
-            and not ("Izhikevich" in n.source and known_open(4, include_known))]
+            n
+            for n in NEURONS
+            if n.spiking
+            and not n.stochastic
+            and not ("Izhikevich" in n.source and known_open(4, include_known))
+        ]
     for i in range(draw(st.integers(1, 3))):
         objects.append(draw(ensemble(f"ens{i}", neurons, labels)))
     for i in range(draw(st.integers(0, 2))):
-        objects.append(draw(inner_node(f"mid{i}", draw(st.integers(1, 4)),
-                                       allow_host=allow_host, labels=labels,
-                                       functions=input_functions)))
+        objects.append(
+            draw(
+                inner_node(
+                    f"mid{i}",
+                    draw(st.integers(1, 4)),
+                    allow_host=allow_host,
+                    labels=labels,
+                    functions=input_functions,
+                )
+            )
+        )
     connections = []
     for i in range(draw(st.integers(1, 5))):
-        connections += draw(connection(f"conn{i}", objects, allow_host=allow_host,
-                                       allow_learning=allow_learning, synapses=synapses))
-    probes = [draw(probe(f"probe{i}", objects, connections, labels, attrs))
-              for i in range(draw(st.integers(1, 4)))]
+        connections += draw(
+            connection(
+                f"conn{i}",
+                objects,
+                allow_host=allow_host,
+                allow_learning=allow_learning,
+                synapses=synapses,
+            )
+        )
+    probes = [
+        draw(probe(f"probe{i}", objects, connections, labels, attrs))
+        for i in range(draw(st.integers(1, 4)))
+    ]
     dtype = draw(st.sampled_from(dtypes or ["", "float32", "float64", "float64"]))
     n_steps = draw(st.integers(1, max_steps))
     extra = ()
-    if trainable and draw(st.integers(0, 3)) == 0 and not any(
-            NEURONS_BY_SOURCE[o.neuron].spiking for o in objects if o.kind == "ensemble"):
+    if (
+        trainable
+        and draw(st.integers(0, 3)) == 0
+        and not any(NEURONS_BY_SOURCE[o.neuron].spiking for o in objects if o.kind == "ensemble")
+    ):
         # no effect without spiking neurons: the gradient must not change
         extra = (f"spiking_gradient={draw(st.sampled_from(['rate', 'surrogate']))!r}",)
     unroll = draw(st.integers(1, 6))

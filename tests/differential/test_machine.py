@@ -21,9 +21,17 @@ BUDGET = dict(a=50, a_batched=20, b=30, c=25, d=20, e=15)
 
 def machine(n):
     """The settings of every machine test: derandomized, no deadline, no database."""
-    return settings(derandomize=True, deadline=None, database=None, max_examples=n,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                           HealthCheck.data_too_large])
+    return settings(
+        derandomize=True,
+        deadline=None,
+        database=None,
+        max_examples=n,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+        ],
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -50,13 +58,18 @@ def test_matches_nengo(spec):
 @given(networks(), st.sampled_from([2, 3]))
 def test_minibatch_rows_match_nengo(spec, minibatch_size):
     """(a) with a minibatch, every row equals nengo's single run."""
-    check(properties.check_matches_nengo, properties.with_settings(
-        spec, minibatch_size=minibatch_size))
+    check(
+        properties.check_matches_nengo,
+        properties.with_settings(spec, minibatch_size=minibatch_size),
+    )
 
 
 @machine(BUDGET["b"])
-@given(networks(trainable=True, max_steps=8), st.sampled_from(properties.OBJECTIVES),
-       st.sampled_from([None, 1, 3, 100]))
+@given(
+    networks(trainable=True, max_steps=8),
+    st.sampled_from(properties.OBJECTIVES),
+    st.sampled_from([None, 1, 3, 100]),
+)
 def test_gradients_match_finite_differences(spec, objective, truncation):
     """(b) the gradient train applies matches central finite differences."""
     check(properties.check_gradients, spec, objective=objective, truncation=truncation)
