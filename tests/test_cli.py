@@ -92,7 +92,7 @@ def test_compile_run_inspect_example(tmp_path, capsys):
         "format: streaming",
         "dt: 0.001",
         "nengo_version",
-        "opset: 21",
+        "opset: 13",
         "stim",
         "b_out",
         "state.",
