@@ -58,6 +58,7 @@ from nengo_onnx.exporting.lean import (
     BatchError,
     batch_size_value,
     broadcast_initial,
+    dedupe_initializers,
     fold_constants,
     fresh_name,
     names_in,
@@ -542,6 +543,14 @@ def build_model(program, steps=None, fixed=None, opset=None, batch=None):
     return model, info
 
 
+def _dedupe_all(graph):
+    """Store identical initializers once, in ``graph`` and in each subgraph."""
+    dedupe_initializers(graph)
+    for node in graph.node:
+        for sub in subgraphs(node):
+            _dedupe_all(sub)
+
+
 def _at_opset(model, opset, info):
     """``model`` written at ``opset`` (None: the oldest that works), checked by onnx.checker."""
     candidates = [opset] if opset is not None else list(range(MIN_OPSET, MAX_OPSET + 1))
@@ -549,6 +558,7 @@ def _at_opset(model, opset, info):
         converted = _copy(model) if i < len(candidates) - 1 else model
         try:
             convert_opset(converted, version)
+            _dedupe_all(converted.graph)
             for entry in converted.metadata_props:
                 if entry.key == "opset":
                     entry.value = json.dumps(version)
