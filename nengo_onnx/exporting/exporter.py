@@ -128,7 +128,11 @@ class ExportInfo:
         ]
         rows = [(p["name"], p["call_shape"], p["dtype"], _port_note(p)) for p in self.inputs]
         if self.form == "streaming":
-            n = sum(int(np.prod(s["shape"])) for s in self.states)
+            # (per batch item where the batch is dynamic)
+            n = sum(
+                int(np.prod([d for d in s["shape"] if not isinstance(d, str)]))
+                for s in self.states
+            )
             rows.append(
                 (
                     f"{STATE_IN}* ({len(self.states)} states)",
