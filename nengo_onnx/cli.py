@@ -3,9 +3,13 @@
 Commands::
 
     nengo-onnx compile MODEL -o out.onnx [--steps K | --fixed N] [--params FILE]
-                       [--minibatch B] [--opset V] [--dt DT]
+                       [--minibatch B | --batch dynamic] [--opset V] [--dt DT]
     nengo-onnx run out.onnx [--inputs data.npz] [--steps N] [-o probes.npz]
     nengo-onnx inspect out.onnx
+    nengo-onnx quantize out.onnx -o out_int8.onnx [--calibration data.npz]
+
+``compile`` runs the given Python file (or imports the module) to find the
+network: only compile files you trust.
 
 Exit codes: 0 on success, 1 with a one-line error on bad input (``--debug``
 shows the traceback), 2 for bad command-line usage.
@@ -166,6 +170,7 @@ def compile_command(args):
         dt=args.dt,
         inputs_path=args.save_inputs,
         input_steps=args.input_steps,
+        batch=args.batch,
     )
     if not args.quiet:
         print(info.summary())
@@ -179,6 +184,22 @@ def run_command(args):
     from nengo_onnx.exporting import runner  # noqa: PLC0415
 
     return runner.run_command(args)
+
+
+def quantize_command(args):
+    from nengo_onnx.exporting.quantize import quantize  # noqa: PLC0415  (no nengo)
+
+    result = quantize(args.model, args.output, calibration=args.calibration, n_steps=args.steps)
+    if not args.quiet:
+        before, after = result["size_before"], result["size_after"]
+        print(f"wrote {args.output}: {result['method']}")
+        print(f"  {result['quantized']} weight matrices in int8")
+        print(f"  size: {before:,} -> {after:,} bytes ({after / before:.0%})")
+        if "deviation" in result:
+            print("  max deviation of the outputs on the calibration data:")
+            for name, value in result["deviation"].items():
+                print(f"    {name}: {value:.4g}")
+    return 0
 
 
 def model_report(path):
@@ -309,7 +330,8 @@ def build_parser():
         parents=[debug],
         help="compile a Nengo network to an ONNX file",
         description="Compile a Nengo network to a portable ONNX inference model, with its "
-        "current (or --params) parameters, and print a summary.",
+        "current (or --params) parameters, and print a summary. MODEL is run as Python "
+        "code: compile only files you trust.",
     )
     p.add_argument(
         "model",
@@ -354,7 +376,14 @@ def build_parser():
         "--opset",
         type=int,
         metavar="V",
-        help="ONNX opset, 13 to 21 (default: 21, the newest onnxruntime 1.19 runs)",
+        help="ONNX opset, 13 to 21 (default: the oldest the network can be written at, "
+        "usually 13, which most engines and converters read)",
+    )
+    p.add_argument(
+        "--batch",
+        choices=["dynamic"],
+        help="dynamic: one file for any batch size (a symbolic batch axis), "
+        "instead of --minibatch",
     )
     p.add_argument("--dt", type=float, default=0.001, help="timestep in seconds (0.001)")
     p.add_argument(
@@ -391,6 +420,29 @@ def build_parser():
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=inspect_command)
+
+    p = sub.add_parser(
+        "quantize",
+        parents=[debug],
+        help="write an exported model with int8 weights",
+        description="Write an exported model with int8 weights (onnxruntime's quantization "
+        "tools, MatMul weights only): dynamic quantization, or with --calibration static "
+        "QDQ with uint8 activations calibrated on the network's own inputs. Prints the "
+        "sizes and, with --calibration, the outputs' largest deviation on that data.",
+    )
+    p.add_argument("model", metavar="IN.onnx", help="a model written by compile")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the file to write")
+    p.add_argument(
+        "--calibration",
+        metavar="DATA.npz",
+        help="inputs as for `run --inputs` (e.g. from compile --save-inputs): calibrate "
+        "static QDQ quantization on them and report the deviation",
+    )
+    p.add_argument(
+        "--steps", type=_positive, metavar="N", help="steps of the calibration data to use"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=quantize_command)
     return parser
 
 

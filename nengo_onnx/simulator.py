@@ -636,17 +636,26 @@ class Simulator:
         self._check_open()
         params_io.freeze(self.program, objs)
 
-    def export(self, path, steps=None, fixed=None, opset=None):
+    def export(self, path, steps=None, fixed=None, opset=None, batch=None):
         """Write an ONNX inference model of the network, with its current parameters.
 
         ``steps=K``: a streaming model of K steps per call (default:
-        ``unroll_simulation``); ``fixed=N``: N steps from the initial state. See
+        ``unroll_simulation``); ``fixed=N``: N steps from the initial state.
+        ``opset``: 13 to 21 (default: the oldest the network can be written at).
+        ``batch``: the model's batch size is the simulator's ``minibatch_size``
+        (default), or any (``"dynamic"``: a symbolic batch axis). See
         `nengo_onnx.exporting.exporter`. Returns an ``ExportInfo``.
         """
         if self.closed:
             raise SimulatorClosed("Cannot export a closed Simulator.")
         return export_program(
-            self.program, path, steps=steps, fixed=fixed, opset=opset, seed=self.seed
+            self.program,
+            path,
+            steps=steps,
+            fixed=fixed,
+            opset=opset,
+            seed=self.seed,
+            batch=batch,
         )
 
 

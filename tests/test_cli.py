@@ -92,7 +92,7 @@ def test_compile_run_inspect_example(tmp_path, capsys):
         "format: streaming",
         "dt: 0.001",
         "nengo_version",
-        "opset: 21",
+        "opset: 13",
         "stim",
         "b_out",
         "state.",
@@ -379,3 +379,34 @@ def test_main_job_command_in_subprocess(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.strip() == "nengo-onnx compile: error: no such file: absent.py"
+
+
+def test_compile_batch_dynamic_and_quantize(tmp_path, capsys):
+    """compile --batch dynamic, run it at two batch sizes, quantize with calibration."""
+    example = os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "docs", "examples", "spiking_digits.py"
+    )
+    model, q = str(tmp_path / "d.onnx"), str(tmp_path / "q.onnx")
+    assert main(["compile", f"{example}:build_network", "-o", model, "--batch", "dynamic"]) == 0
+    assert "minibatch batch" in capsys.readouterr().out
+    rng = np.random.RandomState(0)
+    for batch in (2, 5):
+        np.savez(tmp_path / f"in{batch}.npz", image=rng.uniform(0, 1, (batch, 20, 64)))
+        out = str(tmp_path / f"out{batch}.npz")
+        assert main(["run", model, "--inputs", str(tmp_path / f"in{batch}.npz"), "-o", out]) == 0
+        with np.load(out) as probes:
+            assert probes["digit_out"].shape == (batch, 20, 10)
+    capsys.readouterr()
+    assert main(["quantize", model, "-o", q, "--calibration", str(tmp_path / "in5.npz")]) == 0
+    printed = capsys.readouterr().out
+    assert "2 weight matrices in int8" in printed and "digit_out:" in printed
+    assert os.path.getsize(q) < os.path.getsize(model)
+    assert main(["quantize", model, "-o", str(tmp_path / "q2.onnx")]) == 0
+    assert "dynamic" in capsys.readouterr().out
+    assert main(["run", q, "--inputs", str(tmp_path / "in2.npz"), "-q"]) == 0
+    # errors: one line, exit status 1
+    assert main(["quantize", str(tmp_path / "missing.onnx"), "-o", q]) == 1
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compile", f"{example}:build_network", "--batch", "static"])
+    assert exit_info.value.code == 2

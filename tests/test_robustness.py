@@ -326,7 +326,7 @@ def test_python_functions_get_nengos_exact_time_and_values(dtype, optimize):
         ("save_params", ["path", "include_state"]),
         ("load_params", ["path"]),
         ("freeze_params", ["objs"]),
-        ("export", ["path", "steps", "fixed", "opset"]),
+        ("export", ["path", "steps", "fixed", "opset", "batch"]),
     ],
 )
 def test_methods_have_real_signatures(method, params):

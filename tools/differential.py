@@ -92,7 +92,7 @@ def run_one(check, spec, extra):
         check(spec, extra)
     except properties.NengoRejects:
         return "rejected"
-    except Exception as err:  # every failure is a finding: classify it
+    except Exception as err:  # noqa: BLE001  (every failure is a finding: classify it)
         return err
     return None
 

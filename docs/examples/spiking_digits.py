@@ -5,15 +5,16 @@ LIF neurons. Training replaces the spiking LIF neurons by their smoothed rate
 form (``configure_settings(lif_smoothing=...)``), with each image shown for one
 timestep; the trained network then runs with spiking neurons, each image held
 for several timesteps, and its accuracy grows with the number of timesteps.
-Finally the spiking network is exported with ``nengo-onnx compile`` and run
-with ``nengo-onnx run`` (onnxruntime only), which gives the same predictions.
+Finally the spiking network is exported with ``nengo-onnx compile`` (one file for
+any batch size) and run with ``nengo-onnx run`` (onnxruntime only), which gives the
+same predictions, and ``nengo-onnx quantize`` writes it with int8 weights.
 
 Run it with ``python docs/examples/spiking_digits.py [--quick] [--out DIR]``;
 ``docs/examples/spiking_digits.md`` explains each step. The network can also be
 compiled on its own::
 
     nengo-onnx compile docs/examples/spiking_digits.py:build_network \\
-        --params digits_params.npz --fixed 30 --minibatch 352 -o digits.onnx
+        --params digits_params.npz --steps 10 --batch dynamic -o digits.onnx
 """
 
 import argparse
@@ -121,28 +122,41 @@ def cli(*args):
     subprocess.run(command, check=True)
 
 
-def export_and_run(x_test, n_steps, params_path, workdir):
-    """Compile the spiking network with its trained parameters and run the file."""
+def export_and_run(x_test, x_calibration, n_steps, params_path, workdir):
+    """Compile the spiking network with its trained parameters (streaming, 10 steps
+    per call, any batch size), run the file for ``n_steps``, quantize it to int8
+    weights (calibrated on training images) and run that.
+
+    Returns ``({"float32" | "int8": digit_out}, {"float32" | "int8": file size})``.
+    """
     onnx_path = os.path.join(workdir, "digits.onnx")
+    int8_path = os.path.join(workdir, "digits_int8.onnx")
     inputs_path = os.path.join(workdir, "digits_images.npz")
-    probes_path = os.path.join(workdir, "digits_probes.npz")
+    calibration_path = os.path.join(workdir, "digits_calibration.npz")
     cli(
         "compile",
         f"{os.path.abspath(__file__)}:build_network",
         "--params",
         params_path,
-        "--fixed",
-        n_steps,
-        "--minibatch",
-        len(x_test),
+        "--steps",
+        10,
+        "--batch",
+        "dynamic",
         "-o",
         onnx_path,
         "--quiet",
     )
     np.savez(inputs_path, image=np.tile(x_test[:, None], (1, n_steps, 1)))
-    cli("run", onnx_path, "--inputs", inputs_path, "-o", probes_path, "--quiet")
-    with np.load(probes_path) as probes:
-        return probes["digit_out"]
+    np.savez(calibration_path, image=np.tile(x_calibration[:, None], (1, n_steps, 1)))
+    cli("quantize", onnx_path, "-o", int8_path, "--calibration", calibration_path)
+    outputs, sizes = {}, {}
+    for kind, path in (("float32", onnx_path), ("int8", int8_path)):
+        probes_path = os.path.join(workdir, f"digits_probes_{kind}.npz")
+        cli("run", path, "--inputs", inputs_path, "-o", probes_path, "--quiet")
+        with np.load(probes_path) as probes:
+            outputs[kind] = probes["digit_out"]
+        sizes[kind] = os.path.getsize(path)
+    return outputs, sizes
 
 
 def plot(out, losses, acc_steps, rate_acc, exported_acc, spikes, logits, label):
@@ -214,13 +228,19 @@ def main(argv=None):
             f"{acc_steps[0]:.3f}, {acc_steps[4]:.3f}, {acc_steps[-1]:.3f}"
         )
 
-        exported = export_and_run(x_test, n_steps, params, workdir)
+        outputs, sizes = export_and_run(x_test, x_train[:96], n_steps, params, workdir)
+        exported = outputs["float32"]
         exported_acc = accuracy(mean_output(exported)[:, -1], y_test)
         same = np.mean(
             np.argmax(mean_output(exported)[:, -1], -1)
             == np.argmax(mean_output(logits)[:, -1], -1)
         )
         print(f"exported model: accuracy {exported_acc:.3f} ({same:.1%} same predictions)")
+        int8_acc = accuracy(mean_output(outputs["int8"])[:, -1], y_test)
+        print(
+            f"float32 file: {sizes['float32']:,} bytes, accuracy {exported_acc:.4f}; "
+            f"int8 file: {sizes['int8']:,} bytes, accuracy {int8_acc:.4f}"
+        )
 
     plot(
         args.out,

@@ -191,10 +191,12 @@ class Program:
         ops = self.segments[0][1] if self.segments else []
         return self.graph.subgraph(ops)
 
-    def emit(self, n_steps, probes=None, *, dtype=None, training=False):
+    def emit(self, n_steps, probes=None, *, dtype=None, training=False, minibatch_size=None):
         """The `Block` of ``n_steps`` unrolled steps recording ``probes`` (default: all).
 
-        ``training`` emits the training forms of operators, in float32.
+        ``training`` emits the training forms of operators, in float32;
+        ``minibatch_size`` overrides the program's (the export of a dynamic batch
+        compares two emissions).
         """
         probe_signals = (
             self.probe_signals
@@ -206,7 +208,7 @@ class Program:
             steps,
             self.signals,
             n_steps=n_steps,
-            minibatch_size=self.minibatch_size,
+            minibatch_size=minibatch_size or self.minibatch_size,
             dtype=np.float32 if training else (dtype or self.dtype),
             dt=self.dt,
             probes=probe_signals,

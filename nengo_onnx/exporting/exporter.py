@@ -53,6 +53,18 @@ from nengo_onnx.compiler.onnx_graph import (
 )
 from nengo_onnx.compiler.program import compile_model
 from nengo_onnx.config import settings_of
+from nengo_onnx.exporting.lean import (
+    BATCH_DIM,
+    BatchError,
+    batch_size_value,
+    broadcast_initial,
+    dedupe_initializers,
+    fold_constants,
+    fresh_name,
+    names_in,
+    symbolic_batch,
+    toposort,
+)
 from nengo_onnx.files import write_atomically
 from nengo_onnx.runtime.feeds import InputFeeder
 
@@ -61,7 +73,9 @@ DEFAULT_STEPS = 10
 
 #: The oldest opset an export can target (13: ``axes``/``split`` as inputs).
 MIN_OPSET = 13
-#: The newest opset onnxruntime 1.19 runs: the default.
+#: The newest opset onnxruntime 1.19 runs (the compiler emits at this one). By default
+#: an export is written at the oldest opset from MIN_OPSET that its operators have
+#: forms at: older opsets run in more engines and converters (onnx2torch, tract).
 MAX_OPSET = DEFAULT_OPSET
 
 STATE_IN = "state."
@@ -114,7 +128,11 @@ class ExportInfo:
         ]
         rows = [(p["name"], p["call_shape"], p["dtype"], _port_note(p)) for p in self.inputs]
         if self.form == "streaming":
-            n = sum(int(np.prod(s["shape"])) for s in self.states)
+            # (per batch item where the batch is dynamic)
+            n = sum(
+                int(np.prod([d for d in s["shape"] if not isinstance(d, str)]))
+                for s in self.states
+            )
             rows.append(
                 (
                     f"{STATE_IN}* ({len(self.states)} states)",
@@ -173,7 +191,15 @@ def _table(rows):
 
 
 def export(
-    network, path, params=None, steps=None, fixed=None, minibatch_size=1, opset=None, dt=0.001
+    network,
+    path,
+    params=None,
+    steps=None,
+    fixed=None,
+    minibatch_size=1,
+    opset=None,
+    dt=0.001,
+    batch=None,
 ):
     """Write an ONNX inference model of ``network`` to ``path``.
 
@@ -192,9 +218,13 @@ def export(
     minibatch_size : int
         Batch size ``B`` of the model's inputs and outputs.
     opset : int, optional
-        ONNX opset, ``MIN_OPSET`` to ``MAX_OPSET`` (default: ``MAX_OPSET``).
+        ONNX opset, ``MIN_OPSET`` to ``MAX_OPSET`` (default: the oldest the
+        network's operators can be written at, usually ``MIN_OPSET``, 13).
     dt : float
         Simulation timestep.
+    batch : "dynamic", optional
+        ``"dynamic"``: one file for any batch size (a symbolic batch axis
+        ``"batch"``) instead of ``minibatch_size``.
 
     Returns
     -------
@@ -209,14 +239,16 @@ def export(
         minibatch_size=minibatch_size,
         opset=opset,
         dt=dt,
+        batch=batch,
     )
 
 
-def export_program(program, path, steps=None, fixed=None, opset=None, seed=None):
+def export_program(program, path, steps=None, fixed=None, opset=None, seed=None, batch=None):
     """Write an ONNX inference model of a compiled program, with its current parameters.
 
     The model starts from the network's initial state. See the module docstring
-    for the two forms; ``steps`` defaults to the program's ``unroll``.
+    for the two forms; ``steps`` defaults to the program's ``unroll``;
+    ``batch="dynamic"`` gives the model a symbolic batch axis.
 
     Returns
     -------
@@ -224,9 +256,10 @@ def export_program(program, path, steps=None, fixed=None, opset=None, seed=None)
     """
     steps, fixed = check_form(steps, fixed)
     opset = check_opset(opset)
+    batch = check_batch(batch)
     path = _check_path(path)
     check_exportable(program)
-    model, info = build_model(program, steps=steps, fixed=fixed, opset=opset)
+    model, info = build_model(program, steps=steps, fixed=fixed, opset=opset, batch=batch)
     data = serialize(model)
     atomic_write(path, data)
     info.path, info.file_size = path, len(data)
@@ -244,6 +277,7 @@ def export_network(
     dt=0.001,
     inputs_path=None,
     input_steps=None,
+    batch=None,
 ):
     """`export`, optionally also writing the network's own input values (``inputs_path``).
 
@@ -256,6 +290,7 @@ def export_network(
         )
     steps, fixed = check_form(steps, fixed)
     opset = check_opset(opset)
+    batch = check_batch(batch)
     path = _check_path(path)
     if inputs_path is not None:
         inputs_path = _check_path(inputs_path)
@@ -281,7 +316,9 @@ def export_network(
     if params is not None:
         load_params_file(program, params)
     seed = network.seed + 1 if network.seed is not None else None
-    info = export_program(program, path, steps=steps, fixed=fixed, opset=opset, seed=seed)
+    info = export_program(
+        program, path, steps=steps, fixed=fixed, opset=opset, seed=seed, batch=batch
+    )
     if inputs_path is not None:
         n = input_steps or fixed or 1000
         write_inputs(program, inputs_path, n, seed=seed)
@@ -321,9 +358,19 @@ def check_form(steps, fixed):
     return (None if steps is None else int(steps)), (None if fixed is None else int(fixed))
 
 
+def check_batch(batch):
+    """Validate ``batch``: None (the minibatch size) or ``"dynamic"``."""
+    if batch is None or batch == "dynamic":
+        return batch
+    raise ValidationError(
+        f"must be None (the minibatch size) or 'dynamic' (got {batch!r})", attr="batch"
+    )
+
+
 def check_opset(opset):
+    """Validate ``opset``: None (the oldest that works) or ``MIN_OPSET`` to ``MAX_OPSET``."""
     if opset is None:
-        return MAX_OPSET
+        return None
     if (
         isinstance(opset, (bool, np.bool_))
         or not isinstance(opset, (int, np.integer))
@@ -425,24 +472,45 @@ def _describe_op(model, op, stable=False):
 # -- building the model ------------------------------------------------------------------------
 
 
-def build_model(program, steps=None, fixed=None, opset=MAX_OPSET):
-    """The export ``(onnx.ModelProto, ExportInfo)`` of ``program`` (nothing is written)."""
+def build_model(program, steps=None, fixed=None, opset=None, batch=None):
+    """The export ``(onnx.ModelProto, ExportInfo)`` of ``program`` (nothing is written).
+
+    ``opset`` None: the oldest opset from `MIN_OPSET` the model can be written
+    at. ``batch`` None: the program's minibatch size; ``"dynamic"``: a symbolic
+    batch axis (any batch size).
+    """
     steps, fixed = check_form(steps, fixed)
-    B = program.minibatch_size
+    batch = check_batch(batch)
+    dynamic = batch == "dynamic"
+    B = BATCH_DIM if dynamic else (batch or program.minibatch_size)
     if fixed is not None:
         # all N steps unrolled where that is no bigger than the simulator's block,
         # else blocks of K steps (K divides N) scanned N / K times
         K = fixed if fixed <= program.unroll else math.gcd(fixed, program.unroll)
     else:
         K = steps or program.unroll
-    block = program.block(K)[0]
-    names = _Names(program, block)
-    if fixed is None:
-        model = _streaming(program, block, names)
-    elif K == fixed:
-        model = _fixed_unrolled(program, block, names)
+    if dynamic:
+        block = program.emit(K, minibatch_size=2)
+        other = program.emit(K, minibatch_size=3)
+    elif B != program.minibatch_size:
+        block, other = program.emit(K, minibatch_size=B), None
     else:
-        model = _fixed_scan(program, block, names, fixed)
+        block, other = program.block(K)[0], None
+    names = _Names(program, block, B)
+    sources = list(names.inputs) if fixed is not None and K == fixed else None
+    graph_model, batch_value = block.model, None
+    if dynamic:
+        try:
+            graph_model, batch_value = symbolic_batch(block.model, other.model, 2, 3, sources)
+        except BatchError as err:
+            raise ExportError(f"cannot export with a dynamic batch: {err}") from err
+    graph_model = fold_constants(_copy(graph_model))
+    if fixed is None:
+        model = _streaming(program, graph_model, names)
+    elif K == fixed:
+        model = _fixed_unrolled(program, graph_model, names, batch_value)
+    else:
+        model = _fixed_scan(program, block, graph_model, names, fixed)
     n_steps = fixed or K
     info = ExportInfo(
         path="",
@@ -451,7 +519,7 @@ def build_model(program, steps=None, fixed=None, opset=MAX_OPSET):
         block_steps=K,
         minibatch_size=B,
         dt=float(program.dt),
-        opset=opset,
+        opset=opset or MIN_OPSET,
         inputs=names.input_specs(n_steps),
         outputs=names.output_specs(n_steps),
         states=names.state_specs() if fixed is None else [],
@@ -471,20 +539,52 @@ def build_model(program, steps=None, fixed=None, opset=MAX_OPSET):
     for key, value in info.metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    convert_opset(model, opset)
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-        raise ExportError(
-            f"the exported model fails onnx.checker at opset {opset}: {first}"
-            + (" (try a newer opset)" if opset < MAX_OPSET else "")
-        ) from err
+    model = _at_opset(model, opset, info)
     info.onnx_nodes = sum(1 for _ in all_nodes(model.graph))
     inits = list(_all_initializers(model.graph))
     info.initializers = len(inits)
     info.parameters = int(sum(np.prod(t.dims, dtype=np.int64) for t in inits))
     return model, info
+
+
+def _dedupe_all(graph):
+    """Store identical initializers once, in ``graph`` and in each subgraph."""
+    dedupe_initializers(graph)
+    for node in graph.node:
+        for sub in subgraphs(node):
+            _dedupe_all(sub)
+
+
+def _at_opset(model, opset, info):
+    """``model`` written at ``opset`` (None: the oldest that works), checked by onnx.checker."""
+    candidates = [opset] if opset is not None else list(range(MIN_OPSET, MAX_OPSET + 1))
+    for i, version in enumerate(candidates):
+        converted = _copy(model) if i < len(candidates) - 1 else model
+        try:
+            convert_opset(converted, version)
+            _dedupe_all(converted.graph)
+            for entry in converted.metadata_props:
+                if entry.key == "opset":
+                    entry.value = json.dumps(version)
+            onnx.checker.check_model(converted, full_check=True)
+        except (
+            ExportError,
+            onnx.checker.ValidationError,
+            onnx.shape_inference.InferenceError,
+        ) as err:
+            if i < len(candidates) - 1:
+                continue
+            if isinstance(err, ExportError):
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            raise ExportError(
+                f"the exported model fails onnx.checker at opset {version}: {first}"
+                + (" (try a newer opset)" if version < MAX_OPSET else "")
+            ) from err
+        info.opset = info.metadata["opset"] = version
+        info.metadata["opset"] = json.dumps(version)
+        return converted
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _graph_name(program):
@@ -495,8 +595,9 @@ def _graph_name(program):
 class _Names:
     """The exported model's names for the block's inputs, outputs and states."""
 
-    def __init__(self, program, block):
+    def __init__(self, program, block, B=None):
         self.program, self.block = program, block
+        self.B = program.minibatch_size if B is None else B  # an int, or BATCH_DIM
         feeds = program.feeds
         node_keys = list(program.inputs.values())
         keys = list(block.step_inputs)
@@ -538,7 +639,7 @@ class _Names:
         return {k: v for k, v in mapping.items() if k != v}
 
     def input_specs(self, n_steps):
-        B, program = self.program.minibatch_size, self.program
+        B, program = self.B, self.program
         feeds = program.feeds
         specs = []
         for key, name in self.inputs.items():
@@ -571,7 +672,7 @@ class _Names:
         return specs
 
     def output_specs(self, n_steps):
-        B, program = self.program.minibatch_size, self.program
+        B, program = self.B, self.program
         dtypes = {o.name: o for o in self.block.model.graph.output}
         specs = []
         for out_name, shape in self.block.probes:
@@ -598,7 +699,7 @@ class _Names:
         signals, dtype = self.program.signals, self.program.dtype
         specs = []
         for base, _, name in self.states:
-            shape = ((self.program.minibatch_size,) if signals.batched(base) else ()) + base.shape
+            shape = ((self.B,) if signals.batched(base) else ()) + base.shape
             specs.append(
                 {
                     "name": STATE_IN + name,
@@ -612,11 +713,13 @@ class _Names:
             )
         return specs
 
-    def initial(self, base, tiled=False):
+    def initial(self, base):
+        """The initial value of one item (batched states are broadcast to the batch)."""
         value = self.program.signals.initial_value(base, self.program.dtype)
-        if tiled and self.program.signals.batched(base):
-            value = np.broadcast_to(value, (self.program.minibatch_size, *value.shape))
         return np.array(value)  # (not ascontiguousarray: that makes 0-d arrays 1-d)
+
+    def batched(self, base):
+        return bool(self.program.signals.batched(base))
 
 
 def _node_source(node):
@@ -672,9 +775,9 @@ def _copy(model):
     return out
 
 
-def _streaming(program, block, names):
+def _streaming(program, block_model, names):
     """The block with renamed interface, zero-means-initial states, ordered ports."""
-    model = _copy(block.model)
+    model = _copy(block_model)
     graph = model.graph
     rename_values(graph, names.mapping())
     step_base = program.model.step.base
@@ -701,16 +804,16 @@ def _streaming(program, block, names):
 def _start_from_initial(graph, step_in, states):
     """Where ``step == 0``, read each state's stored initial value instead of its input."""
     used = names_in(graph)
-    fresh = _fresh_name("start/fresh", used)
-    zero = _fresh_name("start/zero", used)
+    fresh = fresh_name("start/fresh", used)
+    zero = fresh_name("start/zero", used)
     step_type = next(i.type.tensor_type.elem_type for i in graph.input if i.name == step_in)
     step_dtype = helper.tensor_dtype_to_np_dtype(step_type)
     graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=step_dtype), zero))
     nodes = [helper.make_node("Equal", [step_in, zero], [fresh], name=fresh)]
     replace = {}
     for name, value in states:
-        init = _fresh_name(f"start/{name}.initial", used)
-        out = _fresh_name(f"start/{name}", used)
+        init = fresh_name(f"start/{name}.initial", used)
+        out = fresh_name(f"start/{name}", used)
         graph.initializer.append(numpy_helper.from_array(value, init))
         nodes.append(helper.make_node("Where", [fresh, init, name], [out], name=out))
         replace[name] = out
@@ -746,19 +849,23 @@ def _copy_value(v):
     return out
 
 
-def _fixed_unrolled(program, block, names):
-    """All ``N`` steps unrolled; the state inputs become constants (initial values)."""
-    model = _copy(block.model)
+def _fixed_unrolled(program, block_model, names, batch_value=None):
+    """All ``N`` steps unrolled; the state inputs become the initial values, stored once
+    (one item) and broadcast to the batch."""
+    model = _copy(block_model)
     graph = model.graph
     rename_values(graph, names.mapping())
     states = {STATE_IN + name: base for base, _, name in names.states}
     keep = [v for v in graph.input if v.name not in states]
-    for v in graph.input:
-        if v.name in states:
-            graph.initializer.append(
-                numpy_helper.from_array(names.initial(states[v.name], tiled=True), v.name)
-            )
     _set_list(graph.input, keep)
+    used = names_in(graph)
+    for name, base in states.items():
+        value = names.initial(base)
+        if names.batched(base):
+            broadcast_initial(graph, name, value, batch_value or names.B, used)
+        else:
+            graph.initializer.append(numpy_helper.from_array(value, name))
+    toposort(graph)
     _set_list(graph.output, [v for v in graph.output if v.name in names.outputs.values()])
     prune(graph)
     _order_ports(graph, list(names.inputs.values()), [], list(names.outputs.values()), [])
@@ -771,9 +878,13 @@ def _set_list(field_, values):
     field_.extend(values)
 
 
-def _fixed_scan(program, block, names, n_steps):
-    """An ONNX ``Scan`` of the ``K``-step block over ``N / K`` iterations."""
-    K, B = block.n_steps, program.minibatch_size
+def _fixed_scan(program, block, block_model, names, n_steps):
+    """An ONNX ``Scan`` of the ``K``-step block over ``N / K`` iterations.
+
+    The loop carries only the states that the probes depend on; their initial
+    values are stored once (one item) and broadcast to the batch.
+    """
+    K, B = block.n_steps, names.B
     if not block.probes:
         raise ExportError(
             "cannot export a fixed-length model of a network without probes: "
@@ -782,16 +893,21 @@ def _fixed_scan(program, block, names, n_steps):
     if any(base not in names.state_out for base, _, _ in names.states):
         raise ExportError("cannot export: a state input of the block has no output")
     body = onnx.GraphProto()
-    body.CopyFrom(block.model.graph)
+    body.CopyFrom(block_model.graph)
     body.name = "block"
     rename_values(body, {n: f"block/{n}" for n in names_in(body)})
     for node in body.node:
         node.name = f"block/{node.name}" if node.name else ""
+    probes_out = [f"block/{out_name}" for out_name, _ in block.probes]
+    states = _carried_states(body, names, probes_out)
     inputs = list(names.inputs)  # block keys, in export order
-    body_in = [f"block/{in_name}" for _, in_name, _ in names.states]
+    body_in = [f"block/{in_name}" for _, in_name, _ in states]
     body_in += [f"block/{key}" for key in inputs]
-    body_out = [f"block/{names.state_out[base]}" for base, _, _ in names.states]
-    body_out += [f"block/{out_name}" for out_name, _ in block.probes]
+    body_out = [f"block/{names.state_out[base]}" for base, _, _ in states]
+    body_out += probes_out
+    _set_list(body.input, [v for v in body.input if v.name in body_in])
+    _set_list(body.output, [v for v in body.output if v.name in body_out])
+    prune(body)
 
     outer_inputs, nodes, inits = [], [], []
     scan_in, axes = [], []
@@ -802,7 +918,7 @@ def _fixed_scan(program, block, names, n_steps):
             helper.make_tensor_value_info(name, onnx_dtype(dtype), [B, n_steps, *shape])
         )
         # [B, N, *shape] -> [N / K, B, K, *shape]: the reference evaluator scans axis 0 only
-        target = np.array([B, n_steps // K, K, *shape], dtype=np.int64)
+        target = np.array([-1, n_steps // K, K, *shape], dtype=np.int64)
         inits.append(numpy_helper.from_array(target, f"scan/{name}.shape"))
         nodes.append(
             helper.make_node("Reshape", [name, f"scan/{name}.shape"], [f"scan/{name}.blocks"])
@@ -817,21 +933,44 @@ def _fixed_scan(program, block, names, n_steps):
         )
         scan_in.append(f"scan/{name}")
         axes.append(0)
-    initial = []
-    for base, _, name in names.states:
-        inits.append(numpy_helper.from_array(names.initial(base, tiled=True), f"initial/{name}"))
+    initial, outer = [], onnx.GraphProto()
+    batch = B
+    if isinstance(B, str) and any(names.batched(base) for base, _, _ in states):
+        if not outer_inputs:
+            raise ExportError(
+                "cannot export with a dynamic batch: the fixed-length model has no "
+                "inputs to take the batch size from"
+            )
+        batch = batch_size_value(outer, outer_inputs[0].name, set())
+    used = {"scan/tick", "initial/pad"} | {t.name for t in outer.initializer}
+    for base, _, name in states:
+        value = names.initial(base)
+        if names.batched(base):
+            broadcast_initial(outer, f"initial/{name}", value, batch, used)
+        else:
+            inits.append(numpy_helper.from_array(value, f"initial/{name}"))
         initial.append(f"initial/{name}")
-    final = [f"final/{name}" for _, _, name in names.states]
-    # Unused padding: Scan needs a scanned input to know how many times to run, and
-    # onnx.reference's Scan (1.17) takes the first num_scan_inputs body inputs as the
-    # state, so it runs only with as many scanned inputs as states.
+    final = [f"final/{name}" for _, _, name in states]
+    scanned = [f"scan_out/{names.outputs[out_name]}" for out_name, _ in block.probes]
+    # Scan needs a scanned input to know how many times to run, and onnx.reference's
+    # Scan (1.17) takes the first num_scan_inputs body inputs as the state, so it runs
+    # only with as many scanned inputs as states: ticks (zeros) make up the number,
+    # each passed through to an extra scan output (so no body input is unused).
     for i in range(max(1, len(initial)) - len(scan_in)):
         inits.append(numpy_helper.from_array(np.zeros(n_steps // K, np.float32), f"scan/tick_{i}"))
         body.input.append(
             helper.make_tensor_value_info(f"block/tick_{i}", onnx.TensorProto.FLOAT, [])
         )
+        body.node.append(
+            helper.make_node("Identity", [f"block/tick_{i}"], [f"block/tick_{i}.out"])
+        )
+        body.output.append(
+            helper.make_tensor_value_info(f"block/tick_{i}.out", onnx.TensorProto.FLOAT, [])
+        )
         body_in.append(f"block/tick_{i}")
+        body_out.append(f"block/tick_{i}.out")
         scan_in.append(f"scan/tick_{i}")
+        scanned.append(f"scan_out/tick_{i}")
         axes.append(0)
     for i in range(len(scan_in) - len(initial)):
         inits.append(numpy_helper.from_array(np.zeros((), np.float32), f"initial/pad_{i}"))
@@ -847,7 +986,6 @@ def _fixed_scan(program, block, names, n_steps):
         initial.append(f"initial/pad_{i}")
         final.append(f"final/pad_{i}")
     _order_ports(body, body_in, [], body_out, [])
-    scanned = [f"scan_out/{names.outputs[out_name]}" for out_name, _ in block.probes]
     nodes.append(
         helper.make_node(
             "Scan",
@@ -865,7 +1003,7 @@ def _fixed_scan(program, block, names, n_steps):
         name = names.outputs[out_name]
         inits.append(
             numpy_helper.from_array(
-                np.array([B, n_steps, *shape], np.int64), f"scan/{name}.out_shape"
+                np.array([-1, n_steps, *shape], np.int64), f"scan/{name}.out_shape"
             )
         )
         nodes.append(
@@ -882,10 +1020,41 @@ def _fixed_scan(program, block, names, n_steps):
                 name, elem.type.tensor_type.elem_type, [B, n_steps, *shape]
             )
         )
-    graph = helper.make_graph(nodes, "nengo_network", outer_inputs, outputs, initializer=inits)
-    model = _copy(block.model)
+    graph = helper.make_graph(
+        list(outer.node) + nodes,
+        "nengo_network",
+        outer_inputs,
+        outputs,
+        initializer=inits + list(outer.initializer),
+    )
+    toposort(graph)
+    model = _copy(block_model)
     model.graph.CopyFrom(graph)
     return model
+
+
+def _carried_states(body, names, probes_out):
+    """The states (of ``names.states``) that the probes depend on, through the loop."""
+    carried = []
+    while True:
+        targets = set(probes_out)
+        targets.update(f"block/{names.state_out[base]}" for base, _, _ in carried)
+        needed = _needed(body, targets)
+        now = [s for s in names.states if f"block/{s[1]}" in needed]
+        if len(now) == len(carried):
+            return now
+        carried = now
+
+
+def _needed(graph, outputs):
+    """The values that ``outputs`` of ``graph`` depend on (them included)."""
+    needed = set(outputs)
+    for node in reversed(graph.node):
+        if any(out in needed for out in node.output):
+            needed.update(n for n in node.input if n)
+            for sub in subgraphs(node):
+                needed |= names_in(sub)
+    return needed
 
 
 # -- ONNX graph editing -----------------------------------------------------------------------
@@ -898,26 +1067,6 @@ def _all_initializers(graph):
             yield from _all_initializers(sub)
 
 
-def names_in(graph):
-    """Every value name defined or used in ``graph`` and its subgraphs."""
-    names = {v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)}
-    names.update(t.name for t in graph.initializer)
-    for node in graph.node:
-        names.update(n for n in list(node.input) + list(node.output) if n)
-        for sub in subgraphs(node):
-            names |= names_in(sub)
-    return names
-
-
-def _fresh_name(hint, used):
-    name, i = hint, 0
-    while name in used:
-        i += 1
-        name = f"{hint}_{i}"
-    used.add(name)
-    return name
-
-
 def rename_values(graph, wanted):
     """Rename values by ``wanted``, first moving internal values out of the targets' way."""
     used = names_in(graph)
@@ -926,7 +1075,7 @@ def rename_values(graph, wanted):
     taken = used | targets
     for name in used:
         if name in targets and name not in wanted:
-            mapping[name] = _fresh_name(f"{name}/internal", taken)
+            mapping[name] = fresh_name(f"{name}/internal", taken)
     _rename(graph, mapping)
 
 
@@ -1054,7 +1203,7 @@ def _split_sizes(graph, node, shapes):
         raise ExportError("cannot write Split of an unknown size below opset 18")
     chunk = -(-dim // n)
     sizes = [chunk] * (n - 1) + [dim - chunk * (n - 1)]
-    name = _fresh_name(f"{node.output[0]}/split", names_in(graph))
+    name = fresh_name(f"{node.output[0]}/split", names_in(graph))
     graph.initializer.append(numpy_helper.from_array(np.array(sizes, np.int64), name))
     keep = [a for a in node.attribute if a.name != "num_outputs"]
     del node.attribute[:]

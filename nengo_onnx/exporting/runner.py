@@ -72,6 +72,7 @@ class ExportedModel:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise RunnerError(f"no such file: {path}")
+        check_external_data(path)
         try:
             self.session = ort.InferenceSession(
                 path, _session_options(threads), providers=["CPUExecutionProvider"]
@@ -81,7 +82,9 @@ class ExportedModel:
         self.meta = read_metadata(self.session.get_modelmeta().custom_metadata_map)
         self.form = self.meta["format"]
         self.steps = int(self.meta["steps"])
-        self.batch = int(self.meta["minibatch_size"])
+        batch = self.meta["minibatch_size"]
+        # a model exported with a dynamic batch ("batch") takes any batch size
+        self.batch = None if isinstance(batch, str) else int(batch)
         self.dt = float(self.meta["dt"])
         self.inputs = self.meta["inputs"]
         self.outputs = self.meta["outputs"]
@@ -116,6 +119,20 @@ class ExportedModel:
             for p in self.inputs
             if p["name"] in inputs
         }
+        batch = self.batch
+        if batch is None:  # dynamic: the inputs' batch (batch 1 is repeated to it)
+            sizes = {v.shape[0] for v in arrays.values()} - {1}
+            if len(sizes) > 1:
+                raise RunnerError(
+                    f"the inputs have different batch sizes: "
+                    f"{ {k: v.shape[0] for k, v in arrays.items()} }"
+                )
+            batch = sizes.pop() if sizes else 1
+            arrays = {
+                k: (np.repeat(v, batch, axis=0) if v.shape[0] != batch else v)
+                for k, v in arrays.items()
+            }
+        self.run_batch = batch
         n_steps = self._n_steps(n_steps, arrays)
         self.last_n_steps = n_steps
         K = self.steps
@@ -127,7 +144,7 @@ class ExportedModel:
             if value is None:
                 value = self._default(port, total, rng, warn)
             elif value.shape[1] < total:  # pad the last block
-                pad = np.zeros((self.batch, total - value.shape[1], *value.shape[2:]), value.dtype)
+                pad = np.zeros((batch, total - value.shape[1], *value.shape[2:]), value.dtype)
                 value = np.concatenate([value, pad], axis=1)
             feeds[port["name"]] = np.ascontiguousarray(
                 value[:, :total], dtype=np.dtype(port["dtype"])
@@ -148,6 +165,12 @@ class ExportedModel:
         shape = tuple(port["shape"])
         if value.dtype.kind not in "fiub":
             raise RunnerError(f"input {port['name']!r} has dtype {value.dtype}; expected numbers")
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            raise RunnerError(
+                f"input {port['name']!r} has {bad} non-finite value(s) (NaN or inf); "
+                "the Simulator rejects such data too"
+            )
         if value.ndim == len(shape) + 1:
             value = value[None]
         if value.ndim != len(shape) + 2 or tuple(value.shape[2:]) != shape:
@@ -155,6 +178,8 @@ class ExportedModel:
                 f"input {port['name']!r} has shape {value.shape}; expected (batch, n_steps, "
                 f"{', '.join(map(str, shape))})".replace(", )", ")")
             )
+        if self.batch is None:  # a model with a dynamic batch takes any batch
+            return value
         if value.shape[0] == 1 and self.batch > 1:
             value = np.repeat(value, self.batch, axis=0)
         if value.shape[0] != self.batch:
@@ -191,7 +216,7 @@ class ExportedModel:
         return n_steps
 
     def _default(self, port, n, rng, warn):
-        shape = (self.batch, n, *port["shape"])
+        shape = (self.run_batch, n, *port["shape"])
         if port.get("default") is not None:
             value = np.asarray(port["default"]).reshape(port["shape"])
             return np.broadcast_to(value, shape)
@@ -211,13 +236,23 @@ class ExportedModel:
             raise RunnerError(f"onnxruntime failed: {_first_line(err)}") from err
         return dict(zip([o.name for o in self.session.get_outputs()], values))
 
-    def initial_state(self):
-        """The state inputs of the first block: zeros (the model's initial state)."""
-        return {s["name"]: np.zeros(s["shape"], dtype=np.dtype(s["dtype"])) for s in self.states}
+    def initial_state(self, batch=None):
+        """The state inputs of the first block: zeros (the model's initial state).
+
+        ``batch`` sizes the batch axis of a model with a dynamic batch (default 1).
+        """
+        batch = batch or self.batch or 1
+        return {
+            s["name"]: np.zeros(
+                [batch if isinstance(d, str) else d for d in s["shape"]],
+                dtype=np.dtype(s["dtype"]),
+            )
+            for s in self.states
+        }
 
     def _stream(self, feeds, total, n_steps, progress):
         K = self.steps
-        state = self.initial_state()
+        state = self.initial_state(self.run_batch)
         parts = {p["name"]: [] for p in self.outputs}
         for start in range(0, total, K):
             block = {name: value[:, start : start + K] for name, value in feeds.items()}
@@ -232,6 +267,67 @@ class ExportedModel:
             name: (np.concatenate(values, axis=1) if values else None)
             for name, values in parts.items()
         }
+
+
+# -- external data, read from the protobuf with the standard library ----------------------------
+# Field numbers from onnx.proto: the messages that can hold a TensorProto, and where.
+_MODEL = {7: "graph", 20: "training", 25: "function"}
+_SUB = {
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "training": {1: "graph", 2: "graph"},
+    "function": {7: "node"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {},
+}
+
+
+def _varint(data, i):
+    value = shift = 0
+    while True:
+        if i >= len(data):
+            raise RunnerError("not a valid ONNX file (truncated protobuf)")
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, i
+
+
+def _fields(data):
+    """``(field number, wire type, value)`` of a protobuf message (bytes for type 2)."""
+    i = 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(data, i)
+        elif wire == 1:
+            value, i = None, i + 8
+        elif wire == 5:
+            value, i = None, i + 4
+        elif wire == 2:
+            n, i = _varint(data, i)
+            value, i = data[i : i + n], i + n
+        else:
+            raise RunnerError("not a valid ONNX file (unknown protobuf wire type)")
+        yield number, wire, value
+
+
+def _external_locations(data, kind="model"):
+    """Every ``location`` of external data that the model's tensors name."""
+    table = _MODEL if kind == "model" else _SUB[kind]
+    for number, wire, value in _fields(data):
+        if wire != 2:
+            continue
+        if kind == "tensor" and number == 13:  # external_data: StringStringEntryProto
+            entry = {n: v for n, w, v in _fields(value) if w == 2}
+            if entry.get(1) == b"location":
+                yield entry.get(2, b"").decode("utf-8", "replace")
+        elif number in table:
+            yield from _external_locations(value, table[number])
 
 
 def _sample(values, period):
@@ -271,15 +367,62 @@ def save_outputs(path, outputs):
         raise RunnerError(f"cannot write {path}: directory {directory} does not exist")
     buffer = io.BytesIO()
     np.savez(buffer, **outputs)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".nengo_onnx_", suffix=".partial")
+    write_file(path, buffer.getvalue())
+
+
+def write_file(path, data):
+    """Write ``data`` (bytes) to ``path`` through a temporary file and a rename.
+
+    The file gets the mode an ordinary write gives it: that of the file it
+    replaces, else ``0o666`` less the umask (`tempfile.mkstemp` alone makes it
+    0600). A copy of `nengo_onnx.files.write_atomically`'s rule, so that this
+    module stays standalone.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_nengo_onnx_", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def check_external_data(path):
+    """Refuse a model whose external data lies outside its own folder.
+
+    nengo-onnx never writes external data, but onnxruntime opens whatever file a
+    model names: an absolute ``location``, or one that leaves the model's folder
+    (``../../etc/passwd``), could read any file into the outputs. Reads the
+    protobuf with the standard library only (onnx is not needed).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    for location in _external_locations(data):
+        target = os.path.realpath(os.path.join(folder, location))
+        if (
+            os.path.isabs(location)
+            or location.startswith(("/", "\\"))
+            or (len(location) > 1 and location[1] == ":")
+            or os.path.commonpath([folder, target]) != folder
+        ):
+            raise RunnerError(
+                f"refusing to run {path}: it names external data {location!r}, "
+                "which is absolute or outside the model's folder"
+            )
 
 
 # -- the command -------------------------------------------------------------------------------

@@ -336,7 +336,8 @@ class NetSpec:
     def build(self, rate_twin=False, extra_lines=()):
         """Execute ``code()``: returns ``(net, namespace)`` (the names of the objects)."""
         namespace = {"np": np, "nengo": nengo, "nengo_onnx": nengo_onnx, **HELPERS}
-        exec(self.code(preamble=False, rate_twin=rate_twin, extra_lines=extra_lines), namespace)
+        # the network is its own printed source, so a repro is exactly what failed
+        exec(self.code(preamble=False, rate_twin=rate_twin, extra_lines=extra_lines), namespace)  # noqa: S102
         return namespace["net"], namespace
 
     def sim_kwargs(self):
