@@ -365,3 +365,20 @@ def test_no_warning_for_ordinary_use():
         warnings.simplefilter("error")
         with nengo_onnx.Simulator(net, progress_bar=False) as sim:
             sim.run_steps(3)
+
+
+def test_pickle_keeps_parameters_no_operator_uses(tmp_path):
+    """An unconnected Ensemble's trained-or-loaded encoders survive a pickle (found by
+    the differential machine's long run)."""
+    with nengo.Network(seed=3) as net:
+        u = nengo.Node(nengo.processes.WhiteNoise(dist=nengo.dists.Gaussian(0, 0.3)))
+        lonely = nengo.Ensemble(8, 2, neuron_type=nengo.RectifiedLinear())
+        p = nengo.Probe(u)
+    with nengo_onnx.Simulator(net, progress_bar=False) as sim, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = sim.save_params(tmp_path / "lonely")
+        sim.load_params(path)
+        sim.run_steps(2)
+        net2, copy = pickle.loads(pickle.dumps((net, sim)))
+        assert np.array_equal(copy.data[net2.all_ensembles[0]].encoders, sim.data[lonely].encoders)
+        assert np.array_equal(copy.data[net2.all_probes[0]], sim.data[p])

@@ -94,7 +94,9 @@ class ParameterStore:
 
     def load_named(self, values, signals):
         """Set values given by signal name (from `named`); unknown names are an error."""
-        by_name = {self.names.signal(base): base for base in signals.static_bases()}
+        # every named base: a parameter that no operator uses (an unconnected
+        # Ensemble's encoders) is still a parameter with a value
+        by_name = {name: base for base, name in self.names.signals.items()}
         for name, value in values.items():
             if name not in by_name:
                 raise ValidationError(
