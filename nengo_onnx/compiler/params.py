@@ -330,10 +330,31 @@ def freeze(program, objs):
     for obj in targets:
         if isinstance(obj, nengo.Ensemble):
             _freeze_ensemble(obj, program.params.built(obj))
+            _freeze_decoded_probes(program, obj)
         elif isinstance(obj, OnnxNode):
             obj.set_params(program.params.built(obj).params)
         else:
             _freeze_connection(program, obj)
+
+
+def _freeze_decoded_probes(program, ens):
+    """Give the decoded probes of ``ens`` the decoders they were built with.
+
+    nengo solves a decoded probe's decoders when it builds; on the frozen
+    (possibly trained) ensemble it would solve different ones than those the
+    simulation used.
+    """
+    for conn in program.model.params:
+        probe = getattr(conn, "post_obj", None)
+        if (
+            isinstance(conn, nengo.Connection)
+            and isinstance(probe, nengo.Probe)
+            and conn.pre_obj is ens
+            and not isinstance(ens.neuron_type, nengo.Direct)
+            and program.model.sig[conn].get("weights") is not None
+        ):
+            decoders = np.asarray(program.params.built(conn).weights)
+            probe.solver = nengo.solvers.NoSolver(decoders.T, weights=False)
 
 
 def _freeze_ensemble(ens, built):

@@ -1,6 +1,7 @@
 """sim.data after training, save_params / load_params, freeze_params."""
 
 import os
+import warnings
 
 import nengo
 import numpy as np
@@ -200,3 +201,26 @@ def test_freeze_keeps_every_transform_kind(make_transform):
     with nengo.Simulator(net, progress_bar=False) as ref:
         ref.run_steps(3)
     assert np.allclose(ref.data[p], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_freeze_keeps_decoded_probes_of_trained_ensembles(optimize):
+    """After training an ensemble, nengo.Simulator on the frozen network gives the same
+    decoded probe data: the probes keep the decoders the simulation used (found by the
+    differential machine's long run)."""
+    with nengo.Network(seed=0) as net:
+        nengo_onnx.configure_settings(dtype="float64")
+        ens = nengo.Ensemble(12, 3, neuron_type=nengo.Sigmoid())
+        decoded = nengo.Probe(ens, "decoded_output", synapse=0.01)
+        rates = nengo.Probe(ens.neurons)
+    data = {rates: np.random.RandomState(0).rand(1, 3, 12)}
+    with nengo_onnx.Simulator(net, optimize=optimize, progress_bar=False) as sim:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the encoders get no gradient here
+            sim.train(data, optimizers.SGD(0.1))
+        sim.run_steps(3)
+        sim.freeze_params(net)
+        expected = sim.data[decoded]
+    with nengo.Simulator(net, progress_bar=False) as ref:
+        ref.run_steps(3)
+    assert np.allclose(ref.data[decoded], expected, atol=1e-12)
