@@ -136,7 +136,13 @@ class Simulator:
             else:
                 seed = np.random.randint(np.iinfo(np.int32).max)
         self.seed = seed
-        self.recorded = ProbeData(self.model.probes, self.minibatch_size, self.dtype, self.dt)
+        self.recorded = ProbeData(
+            self.model.probes,
+            self.minibatch_size,
+            self.dtype,
+            self.dt,
+            {probe: self.model.sig[probe]["in"].shape for probe in self.model.probes},
+        )
         self.data = SimulationData(self.recorded, self.program.params)
         self.training_state = training.TrainingState()
         self.keras_setup = None  # what compile() set up
@@ -246,7 +252,13 @@ class Simulator:
         # state layout (running the passes again on the merged model could differ)
         self._compile(self.optimize, params=state["params"], compiled_graph=state["graph"])
         self.seed = state["seed"]
-        self.recorded = ProbeData(self.model.probes, self.minibatch_size, self.dtype, self.dt)
+        self.recorded = ProbeData(
+            self.model.probes,
+            self.minibatch_size,
+            self.dtype,
+            self.dt,
+            {probe: self.model.sig[probe]["in"].shape for probe in self.model.probes},
+        )
         self.data = SimulationData(self.recorded, self.program.params)
         self.training_state = training.TrainingState()
         self.keras_setup = None
@@ -666,8 +678,9 @@ class ProbeData:
     arrive, so memory follows the sampled data, not the steps run.
     """
 
-    def __init__(self, probes, minibatch_size, dtype, dt):
+    def __init__(self, probes, minibatch_size, dtype, dt, shapes):
         self.probes = list(probes)
+        self.shapes = shapes  # {probe: shape of what it records}
         self.minibatch_size = minibatch_size
         self.dtype = dtype
         self.dt = dt
@@ -682,12 +695,14 @@ class ProbeData:
 
     def record(self, outputs, ports, first_step, n_steps):
         """Keep ``outputs`` (``{port: [B, n_steps, ...]}``) of steps ``first_step + 1 ...``."""
-        steps = np.arange(first_step + 1, first_step + n_steps + 1)
+        steps = None
         for probe in self.probes:
             values = outputs[ports[probe]]
             if probe.sample_every is not None:
+                if steps is None:
+                    steps = np.arange(first_step + 1, first_step + n_steps + 1)
                 values = values[:, steps % (probe.sample_every / self.dt) < 1]
-            self._parts[probe].append(np.array(values))
+            self._parts[probe].append(values)  # (each block's arrays are new)
         self._arrays.clear()
 
     def array(self, probe):
@@ -699,7 +714,7 @@ class ProbeData:
             arr = (
                 np.concatenate(parts, axis=1)
                 if parts
-                else np.zeros((B, 0, probe.size_in), dtype=self.dtype)
+                else np.zeros((B, 0, *self.shapes[probe]), dtype=self.dtype)
             )
             arr = arr if self.minibatch_size is not None else arr[0]
             arr.setflags(write=False)

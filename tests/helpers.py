@@ -7,7 +7,49 @@ import nengo.neurons as nn
 import numpy as np
 
 from nengo_onnx.compiler import trainable
-from nengo_onnx.training.train import gradient_sums
+from nengo_onnx.compiler.params import param_groups
+from nengo_onnx.training.graph import compile_window
+from nengo_onnx.training.train import (
+    Parameters,
+    _check_count,
+    _check_trainable_network,
+    _initial_state,
+    _train_minibatch,
+    _windows,
+    training_feeder,
+    validate_data,
+)
+
+
+def gradient_sums(sim, data, objective=None, truncation=None):
+    """``{ParamGroup: gradient}`` of the objective on ``data``, summed over its
+    minibatches, from the training graphs as `train` runs them (no parameter changes)."""
+    truncation = _check_count("truncation", truncation, allow_none=True)
+    data = validate_data(sim, data, objective)
+    _check_trainable_network(sim)
+    groups = param_groups(sim.program, trainable.trainable_params(sim.program))
+    names = tuple(grp.name for grp in groups)
+    windows = _windows(data.n_steps, truncation)
+    compiled = {
+        n: compile_window(sim.program, n, data.terms, names, keep_state=len(windows) > 1)
+        for n in sorted({n for _, n in windows})
+    }
+    first = compiled[windows[0][1]]
+    parameters = Parameters(first, groups)
+    parameters.load(sim.program)
+    feeder = training_feeder(sim, data, np.random.RandomState(sim.seed))
+    grads = {
+        grp.name: np.zeros(param.data.shape, dtype=np.float32) for grp, param in parameters.views
+    }
+    total = {grp.name: np.zeros(grp.base.shape) for grp in groups}
+    batch = sim.program.minibatch_size
+    initial = _initial_state(sim, first)
+    for b in range(data.n_inputs // batch):
+        idx = np.arange(b * batch, (b + 1) * batch)
+        _train_minibatch(feeder, data, compiled, windows, idx, initial, parameters, grads)
+        for name, grad in grads.items():
+            total[name] += grad
+    return {grp: total[grp.name] for grp in groups}
 
 
 def gradients(sim, data, objective=None, truncation=None):

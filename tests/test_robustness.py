@@ -382,3 +382,16 @@ def test_pickle_keeps_parameters_no_operator_uses(tmp_path):
         net2, copy = pickle.loads(pickle.dumps((net, sim)))
         assert np.array_equal(copy.data[net2.all_ensembles[0]].encoders, sim.data[lonely].encoders)
         assert np.array_equal(copy.data[net2.all_probes[0]], sim.data[p])
+
+
+def test_empty_probe_data_has_the_recorded_width():
+    """Before any step, a probe's data is shaped by what it records: for
+    Probe(conn, "input") the pre's width (3), not Probe.size_in (4)."""
+    with nengo.Network(seed=0) as net:
+        e = nengo.Ensemble(3, 4)
+        c = nengo.Connection(e.neurons, e, transform=np.ones((4, 3)) * 0.1)
+        p = nengo.Probe(c, "input")
+    with nengo_onnx.Simulator(net, progress_bar=False) as sim:
+        assert sim.data[p].shape == (0, 3)
+        sim.run_steps(2)
+        assert sim.data[p].shape == (2, 3)

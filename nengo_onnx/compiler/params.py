@@ -92,7 +92,7 @@ class ParameterStore:
         """``{signal name: value}`` of every changed parameter."""
         return {self.names.signal(base): np.array(value) for base, value in self._values.items()}
 
-    def load_named(self, values, signals):
+    def load_named(self, values):
         """Set values given by signal name (from `named`); unknown names are an error."""
         # every named base: a parameter that no operator uses (an unconnected
         # Ensemble's encoders) is still a parameter with a value

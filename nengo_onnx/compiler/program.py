@@ -92,7 +92,7 @@ def compile_model(
     store = ParameterStore(model, names)
     signals = SignalPlan(model, list(graph.nodes), names, store)
     if params:
-        store.load_named(params, signals)
+        store.load_named(params)
     program = Program(
         model,
         network,
@@ -165,6 +165,18 @@ class Program:
         self._compiled_version = params.version  # of the parameter values compiled in
         #: compiled training graphs, filled and used by `nengo_onnx.training`
         self.training_graphs = {}
+
+    def initial_state(self, dtype=None):
+        """``{base: array}`` of the state at step 0 (``[B, ...]`` where minibatched),
+        with the current parameter values, in ``dtype`` (default: the program's)."""
+        dtype = self.dtype if dtype is None else dtype
+        state = {}
+        for base in self.signals.state_bases():
+            value = self.signals.initial_value(base, dtype)
+            if self.signals.batched(base):
+                value = np.broadcast_to(value, (self.minibatch_size, *value.shape))
+            state[base] = np.array(value)
+        return state
 
     def not_an_input(self, obj):
         """Why ``obj`` cannot be a key of ``data`` (it is not one of `inputs`)."""

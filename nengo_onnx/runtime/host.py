@@ -172,11 +172,11 @@ class HostFeed:
             write_item(exact, store, plan, base, b, flat.reshape(base.shape))
 
 
-def read_signal(store, signals, sig, minibatch_size, initial=None):
+def read_signal(store, signals, sig, minibatch_size, initial=None, index=None):
     """``sig``'s value from a store of base arrays, ``[B, *sig.shape]``.
 
     Bases not in the store (constants) take ``initial(base)``, by default their
-    initial value.
+    initial value. ``index``: ``view_indices(sig)``, if the caller keeps it.
     """
     base = sig.base
     if base in store:
@@ -189,4 +189,4 @@ def read_signal(store, signals, sig, minibatch_size, initial=None):
     if sig is base:
         return np.array(value)
     flat = value.reshape(minibatch_size, -1)
-    return flat[:, view_indices(sig)]
+    return flat[:, view_indices(sig) if index is None else index]

@@ -15,6 +15,7 @@ minibatched) and the step count; the program owns what is compiled.
 import numpy as np
 
 from nengo_onnx.compiler.operators import FeedInput
+from nengo_onnx.compiler.signals import view_indices
 from nengo_onnx.runtime.feeds import InputFeeder
 from nengo_onnx.runtime.host import HostFeed, HostOp, read_signal
 
@@ -26,24 +27,17 @@ class Runtime:
         self.program = program
         self.B = program.minibatch_size
         self.dtype = program.dtype
-
-    def initial_state(self, dtype=None):
-        """``{base: array}`` of the state at step 0 (current parameter values)."""
-        dtype = self.dtype if dtype is None else dtype
-        signals = self.program.signals
-        state = {}
-        for base in signals.state_bases():
-            value = signals.initial_value(base, dtype)
-            if signals.batched(base):
-                value = np.broadcast_to(value, (self.B, *value.shape))
-            state[base] = np.array(value)
-        return state
+        # where the probes read, for the segmented mode's every step
+        self._probe_reads = [
+            (key, sig, None if sig is sig.base else view_indices(sig))
+            for key, sig in program.probe_signals
+        ]
 
     def reset(self, seed):
         """Go back to step 0; ``seed`` sets the randomness of the run."""
         self.feeder = InputFeeder(self.program, seed)
         self.rng = self.feeder.rng
-        self.store = self.initial_state()
+        self.store = self.program.initial_state()
         # float64 values of the bases Python operators wrote (see HostOp), kept across
         # steps until an ONNX segment writes the base
         self.exact = {}
@@ -97,9 +91,10 @@ class Runtime:
     def run(self, n_steps, data=None, progress=None, on_block=None):
         """Advance ``n_steps``; returns ``{probe port: [B, steps run, *shape]}``.
 
-        ``on_block(outputs, n)`` is called after each block of ``n`` steps with that
-        block's probe outputs; the step count, state and outputs are always
-        consistent with the steps completed, also when a step fails.
+        With ``on_block``, ``on_block(outputs, n)`` gets each block's probe outputs
+        as the ``n`` steps finish, and nothing is collected or returned; the step
+        count, state and outputs are always consistent with the steps completed,
+        also when a step fails.
         """
         data = data or {}
         if self._params_version != self.program.params.version:
@@ -114,13 +109,16 @@ class Runtime:
             else:
                 n = 1
                 block_out = self._run_segments(data, data_start)
-            for key, value in block_out.items():
-                outputs[key].append(value)
             done += n
-            if on_block is not None:
+            if on_block is None:
+                for key, value in block_out.items():
+                    outputs[key].append(value)
+            else:
                 on_block(block_out, n)
             if progress is not None:
                 progress(n)
+        if on_block is not None:
+            return None
         return {
             key: (
                 np.concatenate(parts, axis=1)
@@ -163,9 +161,11 @@ class Runtime:
             names = [out for _, _, out in block.state]
             for (base, _, _), value in zip(block.state, session.run(names, feeds)):
                 store[base][...] = value
-                exact.pop(base, None)  # now the graph's value
+                if exact:
+                    exact.pop(base, None)  # now the graph's value
         self.n_steps += 1
+        signals = self.program.signals
         return {
-            key: read_signal(store, self.program.signals, sig, self.B)[:, None]
-            for key, sig in self.program.probe_signals
+            key: read_signal(store, signals, sig, self.B, index=index)[:, None]
+            for key, sig, index in self._probe_reads
         }

@@ -294,7 +294,7 @@ def _check_count(name, value, allow_none=False):
 
 def _initial_state(sim, compiled):
     """The training graph's state inputs at step 0, from the program's initial state."""
-    state = Runtime(sim.program).initial_state(np.float32)
+    state = sim.program.initial_state(np.float32)
     return {in_name: state[base] for base, in_name, _ in compiled.state}
 
 
@@ -677,37 +677,6 @@ def _train_minibatch(
             else:
                 grads[grp.name] += grad
     return loss
-
-
-def gradient_sums(sim, data, objective=None, truncation=None):
-    """``{ParamGroup: gradient}`` of the objective on ``data``, summed over its
-    minibatches, from the training graphs (no parameter changes). For checks."""
-    truncation = _check_count("truncation", truncation, allow_none=True)
-    data = validate_data(sim, data, objective)
-    _check_trainable_network(sim)
-    groups = param_groups(sim.program, trainable.trainable_params(sim.program))
-    names = tuple(grp.name for grp in groups)
-    windows = _windows(data.n_steps, truncation)
-    compiled = {
-        n: compile_window(sim.program, n, data.terms, names, keep_state=len(windows) > 1)
-        for n in sorted({n for _, n in windows})
-    }
-    first = compiled[windows[0][1]]
-    parameters = Parameters(first, groups)
-    parameters.load(sim.program)
-    feeder = training_feeder(sim, data, np.random.RandomState(sim.seed))
-    grads = {
-        grp.name: np.zeros(param.data.shape, dtype=np.float32) for grp, param in parameters.views
-    }
-    total = {grp.name: np.zeros(grp.base.shape) for grp in groups}
-    batch = sim.program.minibatch_size
-    initial = _initial_state(sim, first)
-    for b in range(data.n_inputs // batch):
-        idx = np.arange(b * batch, (b + 1) * batch)
-        _train_minibatch(feeder, data, compiled, windows, idx, initial, parameters, grads)
-        for name, grad in grads.items():
-            total[name] += grad
-    return {grp: total[grp.name] for grp in groups}
 
 
 def _write_profile(profile_dir, target):
